@@ -1,0 +1,74 @@
+"""One settings object, read once from FACEPROV_* environment variables.
+
+Nothing else in the package reads the environment; everything asks `settings()`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+def _default_home() -> Path:
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "faceprov"
+
+
+def _find_lfw() -> Path:
+    # The shared data folder lives beside the project checkout (../shared/data/lfw).
+    here = Path(__file__).resolve().parent.parent
+    return here.parent / "shared" / "data" / "lfw"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = field(default_factory=_default_home)
+    device: str = "cpu"
+    lfw_root: Path = field(default_factory=_find_lfw)
+    arcface_onnx: Path | None = None
+    max_pixels: int = 50_000_000
+    max_bytes: int = 40 * 1024 * 1024
+    min_face: int = 40
+    threads: int = 0
+
+    @property
+    def assets_dir(self) -> Path:
+        return self.home / "assets"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+
+def _env(name: str) -> str | None:
+    v = os.environ.get(f"FACEPROV_{name}")
+    return v if v not in (None, "") else None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    kw: dict = {}
+    if (v := _env("HOME")):
+        kw["home"] = Path(v).expanduser()
+    if (v := _env("DEVICE")):
+        kw["device"] = v
+    if (v := _env("LFW")):
+        kw["lfw_root"] = Path(v).expanduser()
+    if (v := _env("ARCFACE_ONNX")):
+        kw["arcface_onnx"] = Path(v).expanduser()
+    if (v := _env("MAX_PIXELS")):
+        kw["max_pixels"] = int(v)
+    if (v := _env("MAX_BYTES")):
+        kw["max_bytes"] = int(v)
+    if (v := _env("MIN_FACE")):
+        kw["min_face"] = int(v)
+    if (v := _env("THREADS")):
+        kw["threads"] = int(v)
+    return Settings(**kw)
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change FACEPROV_* variables)."""
+    settings.cache_clear()
