@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -152,10 +153,17 @@ def read(path: str | Path, **kw) -> Photo:
 def _clean_exif(exif: Image.Exif | None, keep_gps: bool) -> bytes | None:
     if exif is None or len(exif) == 0:
         return None
+    exif = copy.deepcopy(exif)  # the Photo keeps its own metadata untouched
     if _EXIF_ORIENTATION in exif:
         exif[_EXIF_ORIENTATION] = 1
-    if not keep_gps and _EXIF_GPS_IFD in exif:
-        del exif[_EXIF_GPS_IFD]
+    if _EXIF_GPS_IFD in exif:
+        if keep_gps:
+            # Sub-IFDs are serialised only when loaded; load GPS so it is written back whole.
+            gps = exif.get_ifd(_EXIF_GPS_IFD)
+            if gps:
+                exif[_EXIF_GPS_IFD] = dict(gps)
+        else:
+            del exif[_EXIF_GPS_IFD]
     try:
         return exif.tobytes()
     except Exception:  # noqa: BLE001 - unwritable EXIF is dropped rather than failing the photo

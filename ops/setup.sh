@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install faceprov into ./.venv on a fresh machine (idempotent) and fetch its pinned models.
+#   bash ops/setup.sh            # runtime
+#   bash ops/setup.sh --test     # + test tools, Postgres wheel, Chromium for extension tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+WITH_TEST=0
+[[ "${1:-}" == "--test" ]] && WITH_TEST=1
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+# torch first, pinned: 2.14.1 + torchvision 0.29.1 work with facenet-pytorch 2.5.3 and lie on
+# these machines' local disk; letting a resolver choose would download another multi-GB build.
+if ! $VPY -c "import torch, torchvision" >/dev/null 2>&1; then
+  $VPY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+fi
+EXTRAS="server"
+[[ $WITH_TEST == 1 ]] && EXTRAS="server,test"
+$VPY -m pip install -q -e ".[${EXTRAS}]"
+# Pretrained files (verified by sha256, cached under FACEPROV_HOME).
+.venv/bin/faceprov assets fetch --all

@@ -1,0 +1,110 @@
+"""The command line as a user runs it: real subprocesses, exit codes, no tracebacks."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import lfw_file
+
+EXE = [sys.executable, "-m", "faceprov.cli"]
+
+
+def run(*args, check_rc=None):
+    p = subprocess.run([*EXE, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert "Traceback" not in p.stderr, p.stderr
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    return p
+
+
+def last_json(stdout: str):
+    start = stdout.index("{") if stdout.lstrip().startswith("{") else stdout.index("[")
+    return json.loads(stdout[start:])
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, sample_path):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "text.jpg").write_text("this is not an image\n")
+    (d / "truncated.jpg").write_bytes(sample_path(1).read_bytes()[:15000])
+    Image.new("L", (20000, 20000)).save(d / "huge.png")
+    return d
+
+
+@pytest.mark.parametrize("name,msg", [("empty.jpg", "empty"), ("text.jpg", "not a JPEG"),
+                                      ("truncated.jpg", "truncated"), ("huge.png", "bomb"),
+                                      ("missing.jpg", "no such file")])
+def test_bad_input_clear_error(bad_files, name, msg):
+    p = run("detect", bad_files / name, "--json")
+    assert p.returncode == 2
+    assert msg in p.stderr and "error" in p.stderr
+
+
+def test_detect_json(sample_path):
+    p = run("detect", sample_path(1), "--json", check_rc=0)
+    doc = last_json(p.stdout)
+    assert len(doc["faces"]) == 3 and len(doc["faces"][0]["landmarks"]) == 5
+
+
+def test_no_face_is_reported(tmp_path):
+    f = tmp_path / "wall.jpg"
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(f)
+    p = run("detect", f, "--json", check_rc=0)
+    assert last_json(p.stdout)["faces"] == [] and "no face" in p.stderr
+    p = run("embed", f, "--recognizer", "dlib-native", "--json")
+    assert p.returncode != 0 and "no usable face" in p.stderr
+
+
+def test_embed_json(lfw_root):
+    p = run("embed", lfw_file(lfw_root, "Aaron_Eckhart", 1), "--recognizer", "dlib-native", "--json", check_rc=0)
+    doc = last_json(p.stdout)
+    v = doc["faces"][0]["embedding"]
+    assert len(v) == 128 and abs(sum(x * x for x in v) - 1) < 1e-3
+
+
+def test_recognizers_json():
+    rows = last_json(run("recognizers", "--json", check_rc=0).stdout)
+    by = {r["name"]: r for r in rows}
+    for n in ("faceres", "faceres-deep", "mobileface", "dlib", "dlib-native"):
+        assert by[n]["available"], by[n]
+    assert by["dlib"]["differentiable"] and not by["dlib-native"]["differentiable"]
+    assert by["arcface-onnx"]["available"] is False and "FACEPROV_ARCFACE_ONNX" in by["arcface-onnx"]["reason"]
+
+
+def test_eval_recognizers_small(lfw_root):
+    p = run("eval", "recognizers", "--max-pairs", "40", "--recognizers", "dlib-native,mobileface", "--json",
+            check_rc=0)
+    doc = last_json(p.stdout)
+    assert doc["pairs"] == 40
+    for r in doc["recognizers"]:
+        assert r["available"] and 0.5 < r["auc"] <= 1.0 and -1 <= r["threshold"] <= 1
+        assert r["faces_per_s_forward"] > 0
+
+
+def test_eval_identify_small(tmp_path, lfw_root):
+    tsv = tmp_path / "labels.tsv"
+    rows = []
+    for name in ("Abdullah_Gul", "Adrien_Brody", "Al_Gore", "Alejandro_Toledo", "Ali_Naimi"):
+        for i in (1, 2, 3):
+            if lfw_file(lfw_root, name, i).exists():
+                rows.append(f"images/{name}/{name}_{i:04d}.jpg\t{name}\n")
+    tsv.write_text("path\tidentity\n" + "".join(rows))
+    doc = last_json(run("eval", "identify", "--labels", tsv, "--root", lfw_root, "--recognizer", "dlib-native",
+                        "--json", check_rc=0).stdout)
+    assert doc["identities"] == 5 and doc["probes"] >= 5 and doc["top1"] >= 0.6 and doc["top5"] == 1.0
+
+
+def test_eval_identify_bad_tsv(tmp_path, lfw_root):
+    tsv = tmp_path / "bad.tsv"
+    tsv.write_text("file,name\nx,y\n")
+    p = run("eval", "identify", "--labels", tsv, "--root", lfw_root, "--recognizer", "dlib-native")
+    assert p.returncode == 2 and "header" in p.stderr
+
+
+def test_assets_list_json():
+    rows = last_json(run("assets", "list", "--json", check_rc=0).stdout)
+    assert {r["status"] for r in rows} == {"verified"}
