@@ -250,6 +250,85 @@ def lfw_tsv(split: str = typer.Option("test", "--split", help="train (peopleDevT
     err.print(f"wrote {n} rows to {out_file}; use --root {lfw.root()}")
 
 
+# ----------------------------------------------------------------------------- cloak
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
+
+
+def _expand_inputs(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXT and q.is_file())
+        else:
+            files.append(p)
+    return files
+
+
+@app.command()
+def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders"),
+          output: Path = typer.Option(..., "-o", "--output", help="output file (one input) or folder"),
+          strength: str = typer.Option("mid", "--strength", help="low | mid | high"),
+          refine: int = typer.Option(0, "--refine", help="extra per-photo optimisation steps (slower, stronger)"),
+          report: Optional[Path] = typer.Option(None, "--report", help="write an HTML protection report"),
+          model: Optional[Path] = typer.Option(None, "--model", help="cloak model folder (default: shipped)"),
+          keep_gps: bool = typer.Option(False, "--keep-gps", help="keep GPS EXIF (stripped by default)"),
+          as_json: bool = typer.Option(False, "--json")) -> None:
+    """Cloak every face in photos so recognizers and face-swap tools lose the identity."""
+    from .cloak.protect import NoFaceError, Protector
+    from .cloak.report import protection_report, render_html
+    from .faces.io import ImageError
+
+    files = _expand_inputs(inputs)
+    if not files:
+        raise typer.BadParameter("no input photos found")
+    many = len(files) > 1 or inputs[0].is_dir()
+    if many and output.suffix and not output.is_dir():
+        raise typer.BadParameter("several inputs need -o to be a folder")
+    if many:
+        output.mkdir(parents=True, exist_ok=True)
+    if report and many:
+        report.mkdir(parents=True, exist_ok=True) if not report.suffix else None
+    prot = Protector(model)
+    results, failed = [], 0
+    with progress_bar() as cb:
+        for k, f in enumerate(files):
+            dest = output / f.name if many else output
+            try:
+                data = f.read_bytes() if f.exists() else None
+                if data is None:
+                    raise ImageError(f"{f}: no such file", "not_found")
+                res = prot.protect(data, strength=strength, refine=refine, keep_gps=keep_gps,
+                                   keep_crops=report is not None)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dest.with_name(dest.name + ".part")
+                tmp.write_bytes(res.data)
+                tmp.replace(dest)
+                doc = {"input": str(f), "output": str(dest), **res.summary()}
+                if report is not None:
+                    rep = protection_report(res, prot.detector)
+                    doc["report"] = rep
+                    rpath = (report / f"{f.stem}.html") if many else report
+                    rpath.write_text(render_html(rep, res, title=f"faceprov: {f.name}"))
+                    doc["report_html"] = str(rpath)
+                results.append(doc)
+                if not as_json:
+                    msg = f"{f} -> {dest}: {len(res.faces)} face(s) cloaked"
+                    if res.skipped:
+                        msg += f", {len(res.skipped)} skipped ({res.skipped[0]['reason']})"
+                    if report is not None:
+                        msg += "; " + "; ".join(fr["summary"] for fr in doc["report"]["faces"])
+                    err.print(msg)
+            except (ImageError, NoFaceError) as e:
+                failed += 1
+                results.append({"input": str(f), "error": {"code": getattr(e, "code", "bad_image"), "message": str(e)}})
+                err.print(f"[yellow]{f}: {e}")
+            cb("cloak", k + 1, len(files))
+    if as_json:
+        emit_json(results[0] if not many else {"results": results, "failed": failed})
+    if failed == len(files):
+        raise typer.Exit(2)
+
+
 # ----------------------------------------------------------------------------- entry point
 def main() -> None:
     from .assets import AssetError

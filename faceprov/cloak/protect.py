@@ -1,0 +1,173 @@
+"""The cloak pipeline: one object used unchanged by the CLI, the server and the benchmarks.
+
+    bytes -> decode (format sniffed, EXIF upright, bomb guard) -> detect every face
+          -> align each usable face to the model's template -> cloak all faces in one batch
+          -> optional per-photo refinement -> residual paste-back at full resolution
+          -> encode in the input's format and quality (EXIF kept, GPS stripped by default)
+
+Faces too small or too uncertain to process are listed in `skipped`, never silently dropped.
+The protection report (report.py) measures the *saved output*: it decodes the bytes this
+pipeline returns, re-detects and re-aligns, as a platform would.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import settings
+from ..faces.align import align as _align, paste_back as _paste_back
+from ..faces import io as fio
+from ..faces.detect import Detector, Face, default_detector
+from .model import CloakModel, load_default
+
+
+class NoFaceError(fio.ImageError):
+    def __init__(self, message: str):
+        super().__init__(message, "no_face")
+
+
+@dataclass
+class CloakedFace:
+    index: int
+    box: list[float]
+    score: float
+    landmarks: list[list[float]]
+    crop_psnr: float
+    crop_ssim: float
+    max_change: int  # largest pixel change on the crop, in grey levels
+
+
+@dataclass
+class ProtectResult:
+    data: bytes
+    format: str
+    width: int
+    height: int
+    faces: list[CloakedFace]
+    skipped: list[dict]
+    strength: str
+    refine: int
+    model_version: str
+    input_sha256: str
+    output_sha256: str
+    timings: dict = field(default_factory=dict)
+    photo: fio.Photo | None = None  # the decoded input (kept in memory only)
+    output_rgb: np.ndarray | None = None
+    crops: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (original, cloaked)
+
+    def summary(self) -> dict:
+        return {
+            "format": self.format, "width": self.width, "height": self.height,
+            "faces": [f.__dict__ for f in self.faces], "skipped": self.skipped,
+            "strength": self.strength, "refine": self.refine, "model_version": self.model_version,
+            "input_sha256": self.input_sha256, "output_sha256": self.output_sha256,
+            "output_bytes": len(self.data), "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
+        }
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+class Protector:
+    """Holds the detector and the cloak model (loaded once); `protect()` is thread-compatible
+    when calls are serialised (the server's batching worker does that)."""
+
+    def __init__(self, model: CloakModel | str | Path | None = None, device: str | None = None,
+                 detector: Detector | None = None, min_score: float = 0.9,
+                 refine_recognizers: tuple[str, ...] = ("faceres", "dlib")):
+        self.device = torch.device(device or settings().device)
+        if model is None:
+            model = load_default(self.device)
+        elif not isinstance(model, CloakModel):
+            model = CloakModel.from_pretrained(model, device=self.device)
+        self.model = model.to(self.device).eval()
+        self.detector = detector or default_detector(str(self.device))
+        self.min_score = min_score
+        self.refine_recognizers = refine_recognizers
+        meta = getattr(self.model, "metadata", {}) or {}
+        self.model_version = str(meta.get("version") or meta.get("name") or f"cloak-w{self.model.config.width}")
+
+    @property
+    def size(self) -> int:
+        return self.model.config.size
+
+    @property
+    def template(self) -> str:
+        return self.model.config.template
+
+    def usable(self, faces: list[Face]) -> tuple[list[Face], list[dict]]:
+        use, skipped = [], []
+        for i, f in enumerate(faces):
+            if f.skipped:
+                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f.skipped})
+            elif f.score < self.min_score:
+                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f"low score {f.score:.2f}"})
+            else:
+                use.append(f)
+        return use, skipped
+
+    def cloak_crops(self, crops: np.ndarray, strength: str, refine: int = 0) -> np.ndarray:
+        """(N,S,S,3) uint8 aligned crops -> cloaked uint8 crops, one batch."""
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        with torch.no_grad():
+            y = self.model.cloak(x, strength)
+        if refine > 0:
+            from .refine import refine as refine_fn
+
+            budget = float(self.model.budget_of(strength, 1, "cpu").flatten()[0])
+            y = refine_fn(y, x, list(self.refine_recognizers), steps=refine, budget=budget,
+                          template=self.template)
+        return (y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    def protect(self, data: bytes, strength: str | None = None, refine: int = 0, keep_gps: bool = False,
+                keep_crops: bool = False) -> ProtectResult:
+        from .. import metrics
+
+        strength = strength or self.model.config.default_strength
+        if strength not in self.model.config.budgets:
+            raise ValueError(f"unknown strength {strength!r}; choose one of {', '.join(self.model.config.budgets)}")
+        if refine < 0 or refine > 500:
+            raise ValueError("refine must be between 0 and 500 steps")
+        t = {}
+        t0 = time.perf_counter()
+        photo = fio.decode(data)
+        t["decode"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        faces = self.detector.detect(photo.rgb)
+        t["detect"] = time.perf_counter() - t1
+        use, skipped = self.usable(faces)
+        if not use:
+            if skipped:
+                raise NoFaceError(f"no face large or clear enough to protect ({len(skipped)} skipped: "
+                                  f"{skipped[0]['reason']})")
+            raise NoFaceError("no face found in the photo")
+        t2 = time.perf_counter()
+        aligned = [_align(photo.rgb, f.landmarks, self.size, self.template) for f in use]
+        crops = np.stack([a.crop for a in aligned])
+        cloaked = self.cloak_crops(crops, strength, refine)
+        t["cloak"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        out = photo.rgb
+        for a, c in zip(aligned, cloaked):
+            out = _paste_back(out, c, a)
+        encoded = fio.encode(photo, out, keep_gps=keep_gps)
+        t["paste_encode"] = time.perf_counter() - t3
+        t["total"] = time.perf_counter() - t0
+        faces_out = []
+        for i, (f, a, c) in enumerate(zip(use, aligned, cloaked)):
+            fj = f.to_json()
+            faces_out.append(CloakedFace(
+                index=faces.index(f), box=fj["box"], score=fj["score"], landmarks=fj["landmarks"],
+                crop_psnr=round(metrics.psnr(a.crop, c), 2), crop_ssim=round(metrics.ssim(a.crop, c), 4),
+                max_change=int(np.abs(a.crop.astype(int) - c.astype(int)).max())))
+        return ProtectResult(
+            data=encoded, format=photo.format, width=photo.size[0], height=photo.size[1], faces=faces_out,
+            skipped=skipped, strength=strength, refine=refine, model_version=self.model_version,
+            input_sha256=_sha(data), output_sha256=_sha(encoded), timings=t, photo=photo, output_rgb=out,
+            crops=[(a.crop, c) for a, c in zip(aligned, cloaked)] if keep_crops else [])
