@@ -115,7 +115,7 @@ def render_html(report: dict, result: ProtectResult, title: str = "faceprov prot
              "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}"
              ".ok{color:#0a7a2f;font-weight:600}.no{color:#b00020;font-weight:600}"
-             ".faces img{margin-right:8px;border:1px solid #ddd}.face{margin:1.5rem 0}</style></head><body>",
+             ".faces{display:flex;gap:12px}.faces figure{margin:0}.faces img{border:1px solid #ddd}.face{margin:1.5rem 0}</style></head><body>",
              f"<h1>{esc(title)}</h1>",
              f"<p>strength <b>{esc(report['strength'])}</b>, refine {report['refine']} steps, model "
              f"<code>{esc(report['model_version'])}</code>; whole photo PSNR {report['photo_psnr']} dB, "
@@ -126,7 +126,7 @@ def render_html(report: dict, result: ProtectResult, title: str = "faceprov prot
         if c0 is not None:
             diff = np.clip(np.abs(c1.astype(int) - c0.astype(int)) * 10, 0, 255).astype(np.uint8)
             parts.append("<div class='faces'>" + "".join(
-                f"<figure style='display:inline-block'><img src='data:image/png;base64,{_png_b64(a)}' width=224>"
+                f"<figure><img src='data:image/png;base64,{_png_b64(a)}' width=200>"
                 f"<figcaption>{cap}</figcaption></figure>"
                 for a, cap in ((c0, "original"), (c1, "cloaked"), (diff, "|change| × 10"))) + "</div>")
         parts.append(f"<p>crop PSNR {face['crop_psnr']} dB, SSIM {face['crop_ssim']}</p><table><tr><th>recognizer"
