@@ -31,6 +31,12 @@ app.add_typer(data_app, name="data")
 
 # --- sub-apps ---
 # (other command groups register here)
+from .commands import store_cli  # noqa: E402
+
+app.add_typer(store_cli.db_app, name="db")
+app.add_typer(store_cli.audit_app, name="audit")
+app.add_typer(store_cli.identity_app, name="identity")
+app.add_typer(store_cli.provenance_app, name="provenance")
 # --- end sub-apps ---
 
 
@@ -248,6 +254,45 @@ def lfw_tsv(split: str = typer.Option("test", "--split", help="train (peopleDevT
         raise typer.BadParameter("--split must be train or test")
     n = lfw.write_tsv(split, out_file, min_images, max_identities)
     err.print(f"wrote {n} rows to {out_file}; use --root {lfw.root()}")
+
+
+@eval_app.command("protection")
+def eval_protection_cmd(labels: Path = typer.Option(..., "--labels", help="TSV with header path<TAB>identity"),
+                        root: Path = typer.Option(..., "--root"),
+                        recognizers_: str = typer.Option("faceres,faceres-deep,mobileface,dlib,dlib-native",
+                                                         "--recognizers", help="comma-separated"),
+                        max_identities: Optional[int] = typer.Option(None, "--max-identities"),
+                        max_probes: int = typer.Option(2, "--max-probes", help="probes per identity"),
+                        strength: str = typer.Option("mid", "--strength"),
+                        refine: int = typer.Option(0, "--refine"),
+                        model: Optional[Path] = typer.Option(None, "--model"),
+                        white: Optional[str] = typer.Option(None, "--white", help="white-box recognizers (default: the model's training list)"),
+                        no_baselines: bool = typer.Option(False, "--no-baselines"),
+                        fawkes_steps: int = typer.Option(40, "--fawkes-steps"),
+                        as_json: bool = typer.Option(False, "--json")) -> None:
+    """Protection end to end: clean vs cloaked identification per recognizer (white/black box), quality, speed."""
+    from .cloak.evaluation import eval_protection
+    from .cloak.protect import Protector
+
+    prot = Protector(model)
+    meta = getattr(prot.model, "metadata", {}) or {}
+    wb = white.split(",") if white else list(meta.get("white_box") or ["faceres", "dlib"])
+    with progress_bar() as cb:
+        res = eval_protection(labels, root, recognizers_.split(","), prot, wb, max_identities, max_probes, strength,
+                              refine, baselines=not no_baselines, fawkes_steps=fawkes_steps, progress=cb)
+    if as_json:
+        emit_json(res)
+        return
+    t = Table(title=f"protection: {res['identities']} identities, {res['probes']} probes, strength {strength}")
+    for c in ("recognizer", "side", "clean top-1", "cloaked", "JPEG q75", "0.5x", "below thr", "noise", "fawkes"):
+        t.add_column(c)
+    for r in res["recognizers"]:
+        t.add_row(r["recognizer"], r["side"], str(r["clean_top1"]), str(r["cloaked_top1"]), str(r["jpeg75_top1"]),
+                  str(r["resize50_top1"]), str(r.get("cloaked_below_threshold", "")), str(r.get("noise_top1", "")),
+                  str(r.get("fawkes_top1", "")))
+    out.print(t)
+    out.print(f"quality {res['quality']}; {res['seconds_per_photo']} s/photo"
+              + (f"; fawkes {res['fawkes_seconds_per_photo']} s/photo" if res["fawkes_seconds_per_photo"] else ""))
 
 
 # ----------------------------------------------------------------------------- cloak

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 # ----------------------------------------------------------------------------- image quality
 def _as_tensor(x) -> torch.Tensor:
     if isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x)).float()
+        t = torch.from_numpy(np.array(x, copy=True)).float()
         if x.dtype == np.uint8:
             t = t / 255.0
         if t.ndim == 3:  # HWC
