@@ -28,6 +28,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Data set helpers (LFW label f
 app.add_typer(assets_app, name="assets")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Train models here (resumable, logged, background-friendly).")
+app.add_typer(train_app, name="train")
 
 # --- sub-apps ---
 # (other command groups register here)
@@ -372,6 +374,15 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
         emit_json(results[0] if not many else {"results": results, "failed": failed})
     if failed == len(files):
         raise typer.Exit(2)
+
+
+@train_app.command("cloak", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                              "help_option_names": []})
+def train_cloak(ctx: typer.Context) -> None:
+    """Train the cloak network on LFW peopleDevTrain (options: `faceprov train cloak --help`)."""
+    from .cloak import train
+
+    raise typer.Exit(train.main(list(ctx.args)))
 
 
 # ----------------------------------------------------------------------------- entry point
