@@ -15,6 +15,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -70,6 +71,25 @@ class ProtectResult:
         }
 
 
+@dataclass
+class Prepared:
+    """One photo decoded, its faces detected and aligned: what the model step needs, and what
+    `Protector.finish` needs afterwards. Kept in memory only."""
+
+    data_sha256: str
+    photo: fio.Photo
+    faces: list[Face]
+    use: list[Face]
+    skipped: list[dict]
+    aligned: list
+    crops: np.ndarray  # (N,S,S,3) uint8
+    strength: str
+    refine: int
+    keep_gps: bool
+    timings: dict
+    t0: float
+
+
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
@@ -112,34 +132,61 @@ class Protector:
                 use.append(f)
         return use, skipped
 
-    def cloak_crops(self, crops: np.ndarray, strength: str, refine: int = 0) -> np.ndarray:
-        """(N,S,S,3) uint8 aligned crops -> cloaked uint8 crops, one batch."""
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """Faces in an upright photo; a photo smaller than the detector's smallest face has none
+        (MTCNN itself fails on those instead of finding nothing)."""
+        mtcnn = getattr(self.detector, "mtcnn", None)
+        smallest = int(getattr(mtcnn, "min_face_size", 20) or 20)
+        if min(rgb.shape[0], rgb.shape[1]) < smallest:
+            return []
+        return self.detector.detect(rgb)
+
+    def check_options(self, strength: str | None, refine: int) -> str:
+        """The strength name to use (default when None); ValueError for bad options."""
+        strength = strength or self.model.config.default_strength
+        if strength not in self.model.config.budgets:
+            raise ValueError(f"unknown strength {strength!r}; choose one of {', '.join(self.model.config.budgets)}")
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0 or refine > 500:
+            raise ValueError("refine must be between 0 and 500 steps")
+        return strength
+
+    def cloak_crops(self, crops: np.ndarray, strength: str | Sequence[str], refine: int = 0) -> np.ndarray:
+        """(N,S,S,3) uint8 aligned crops -> cloaked uint8 crops, one batch.
+
+        `strength` is one name for the whole batch or one name per crop (the server batches
+        faces of concurrent requests with different strengths into one model call).
+        """
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        if isinstance(strength, str):
+            s_arg: str | torch.Tensor = strength
+            names = [strength]
+        else:
+            names = list(strength)
+            if len(names) != len(crops):
+                raise ValueError(f"{len(names)} strengths for {len(crops)} crops")
+            s_arg = torch.cat([self.model.budget_of(n, 1, self.device).flatten() for n in names])
         with torch.no_grad():
-            y = self.model.cloak(x, strength)
+            y = self.model.cloak(x, s_arg)
         if refine > 0:
             from .refine import refine as refine_fn
 
-            budget = float(self.model.budget_of(strength, 1, "cpu").flatten()[0])
+            if len(set(names)) != 1:
+                raise ValueError("refinement needs one strength per batch")
+            budget = float(self.model.budget_of(names[0], 1, "cpu").flatten()[0])
             y = refine_fn(y, x, list(self.refine_recognizers), steps=refine, budget=budget,
                           template=self.template)
         return (y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
-    def protect(self, data: bytes, strength: str | None = None, refine: int = 0, keep_gps: bool = False,
-                keep_crops: bool = False) -> ProtectResult:
-        from .. import metrics
-
-        strength = strength or self.model.config.default_strength
-        if strength not in self.model.config.budgets:
-            raise ValueError(f"unknown strength {strength!r}; choose one of {', '.join(self.model.config.budgets)}")
-        if refine < 0 or refine > 500:
-            raise ValueError("refine must be between 0 and 500 steps")
+    def prepare(self, data: bytes, strength: str | None = None, refine: int = 0, keep_gps: bool = False,
+                max_pixels: int | None = None, max_bytes: int | None = None) -> "Prepared":
+        """Everything before the model: check options, decode, detect, align (one photo)."""
+        strength = self.check_options(strength, refine)
         t = {}
         t0 = time.perf_counter()
-        photo = fio.decode(data)
+        photo = fio.decode(data, max_pixels=max_pixels, max_bytes=max_bytes)
         t["decode"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        faces = self.detector.detect(photo.rgb)
+        faces = self.detect(photo.rgb)
         t["detect"] = time.perf_counter() - t1
         use, skipped = self.usable(faces)
         if not use:
@@ -150,24 +197,41 @@ class Protector:
         t2 = time.perf_counter()
         aligned = [_align(photo.rgb, f.landmarks, self.size, self.template) for f in use]
         crops = np.stack([a.crop for a in aligned])
-        cloaked = self.cloak_crops(crops, strength, refine)
-        t["cloak"] = time.perf_counter() - t2
+        t["align"] = time.perf_counter() - t2
+        return Prepared(data_sha256=_sha(data), photo=photo, faces=faces, use=use, skipped=skipped,
+                        aligned=aligned, crops=crops, strength=strength, refine=refine, keep_gps=keep_gps,
+                        timings=t, t0=t0)
+
+    def finish(self, prep: "Prepared", cloaked: np.ndarray, keep_crops: bool = False) -> ProtectResult:
+        """Everything after the model: paste back, encode, per-face quality (one photo)."""
+        from .. import metrics
+
+        t = dict(prep.timings)
         t3 = time.perf_counter()
+        photo, aligned = prep.photo, prep.aligned
         out = photo.rgb
         for a, c in zip(aligned, cloaked):
             out = _paste_back(out, c, a)
-        encoded = fio.encode(photo, out, keep_gps=keep_gps)
+        encoded = fio.encode(photo, out, keep_gps=prep.keep_gps)
         t["paste_encode"] = time.perf_counter() - t3
-        t["total"] = time.perf_counter() - t0
+        t["total"] = time.perf_counter() - prep.t0
         faces_out = []
-        for i, (f, a, c) in enumerate(zip(use, aligned, cloaked)):
+        for f, a, c in zip(prep.use, aligned, cloaked):
             fj = f.to_json()
             faces_out.append(CloakedFace(
-                index=faces.index(f), box=fj["box"], score=fj["score"], landmarks=fj["landmarks"],
+                index=prep.faces.index(f), box=fj["box"], score=fj["score"], landmarks=fj["landmarks"],
                 crop_psnr=round(metrics.psnr(a.crop, c), 2), crop_ssim=round(metrics.ssim(a.crop, c), 4),
                 max_change=int(np.abs(a.crop.astype(int) - c.astype(int)).max())))
         return ProtectResult(
             data=encoded, format=photo.format, width=photo.size[0], height=photo.size[1], faces=faces_out,
-            skipped=skipped, strength=strength, refine=refine, model_version=self.model_version,
-            input_sha256=_sha(data), output_sha256=_sha(encoded), timings=t, photo=photo, output_rgb=out,
+            skipped=prep.skipped, strength=prep.strength, refine=prep.refine, model_version=self.model_version,
+            input_sha256=prep.data_sha256, output_sha256=_sha(encoded), timings=t, photo=photo, output_rgb=out,
             crops=[(a.crop, c) for a, c in zip(aligned, cloaked)] if keep_crops else [])
+
+    def protect(self, data: bytes, strength: str | None = None, refine: int = 0, keep_gps: bool = False,
+                keep_crops: bool = False) -> ProtectResult:
+        prep = self.prepare(data, strength, refine, keep_gps)
+        t2 = time.perf_counter()
+        cloaked = self.cloak_crops(prep.crops, prep.strength, refine)
+        prep.timings["cloak"] = prep.timings.pop("align") + time.perf_counter() - t2
+        return self.finish(prep, cloaked, keep_crops)

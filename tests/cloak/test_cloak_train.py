@@ -1,0 +1,93 @@
+import json
+import math
+
+import pytest
+import torch
+
+from faceprov.cloak.model import CloakModel
+from faceprov.cloak.train import TrainConfig, export, set_option, train
+
+torch.set_num_threads(1)
+
+
+def _log(out):
+    return [json.loads(line) for line in (out / "train.log.jsonl").read_text().splitlines()]
+
+
+def _finite(v):
+    if isinstance(v, dict):
+        return all(_finite(x) for x in v.values())
+    return v is None or isinstance(v, str) or math.isfinite(v)
+
+
+def test_tiny_training_runs_checkpoints_and_resumes(tmp_path, tiny_recs, tiny_eval_recs):
+    cfg = TrainConfig.tiny(steps=4)
+    last = train(cfg, tmp_path, progress=False, recognizers=tiny_recs, eval_recognizers=tiny_eval_recs)
+    assert last["step"] == 4
+    assert (tmp_path / "last.ckpt").exists() and not (tmp_path / "last.ckpt.tmp").exists()
+    recs = _log(tmp_path)
+    trains = [r for r in recs if r["kind"] == "train"]
+    assert [r["step"] for r in trains] == [1, 2, 3, 4]
+    for r in trains:
+        assert all(_finite(r[k]) for k in ("loss", "mse", "id", "id_terms", "dlw", "psnr", "grad_norm"))
+        assert all(cfg.dlw.w_min - 1e-9 <= w <= cfg.dlw.w_max + 1e-9 for w in r["dlw"].values())
+    ev = [r for r in recs if r["kind"] == "eval"]
+    assert ev and {"faceres", "dlib", "mobileface"} <= set(ev[-1]["recognizers"])
+    sides = {k: v["side"] for k, v in ev[-1]["recognizers"].items()}
+    assert sides == {"faceres": "white", "dlib": "white", "mobileface": "black"}
+    assert all(math.isfinite(v["cos"]) and math.isfinite(v["cos_jpeg75"]) for v in ev[-1]["recognizers"].values())
+    assert ev[-1]["linf_255"] <= 5 + 1e-3  # eval strength "mid"
+    state = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["step"] == 4 and {"model", "disc", "opt_g", "opt_d", "dlw", "rng"} <= set(state)
+    # the exported model loads and cloaks within budget
+    m = CloakModel.from_pretrained(tmp_path / "model")
+    assert m.metadata["step"] == 4 and m.metadata["white_box"] == ["faceres", "dlib"]
+    x = torch.rand(1, 3, 32, 32)
+    assert (m.cloak(x, "low") - x).abs().max() <= 3 / 255 + 1e-6
+
+    # resume: continues from step 4, not from 0
+    last = train(TrainConfig.tiny(steps=6), tmp_path, progress=False, recognizers=tiny_recs,
+                 eval_recognizers=tiny_eval_recs)
+    assert last["step"] == 6
+    recs = _log(tmp_path)
+    assert any(r.get("msg") == "resumed from step 4" for r in recs)
+    steps = [r["step"] for r in recs if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=False)["step"] == 6
+    assert all(_finite(r["dlw"]) and _finite(r["loss"]) for r in recs if r["kind"] == "train")
+
+    # export for shipping: weights + config + a model card
+    dest = export(tmp_path, tmp_path / "ship")
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "Dynamic Loss Weighting" in card and "| mobileface | black |" in card and "faceres, dlib" in card
+    assert CloakModel.from_pretrained(dest).metadata["step"] == 6
+
+
+def test_identity_options_switch_on(tmp_path, tiny_recs):
+    cfg = TrainConfig.tiny(steps=2, eval_every=0)
+    cfg.identity.target = True
+    cfg.identity.feature = True
+    cfg.perceptual = "msssim"
+    cfg.gan_loss = "lsgan"
+    last = train(cfg, tmp_path, progress=False, recognizers=tiny_recs)
+    assert "cos_target/faceres" in last and "feat/dlib" in last
+    assert math.isfinite(last["loss"])
+
+
+def test_default_config_keeps_mobileface_out():
+    cfg = TrainConfig()
+    assert cfg.identity.recognizers == ["faceres", "dlib"]
+    assert "mobileface" not in cfg.identity.recognizers and "mobileface" in cfg.eval_recognizers
+    assert cfg.model.size == 224 and cfg.model.template == "arcface"
+
+
+def test_set_option_and_roundtrip():
+    cfg = TrainConfig()
+    set_option(cfg, "identity.target", "true")
+    set_option(cfg, "steps", "123")
+    set_option(cfg, "augment.jpeg_quality", "[70, 90]")
+    assert cfg.identity.target is True and cfg.steps == 123 and cfg.augment.jpeg_quality == (70, 90)
+    with pytest.raises(KeyError):
+        set_option(cfg, "identity.nonsense", "1")
+    back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
