@@ -39,6 +39,9 @@ app.add_typer(store_cli.db_app, name="db")
 app.add_typer(store_cli.audit_app, name="audit")
 app.add_typer(store_cli.identity_app, name="identity")
 app.add_typer(store_cli.provenance_app, name="provenance")
+from .commands import server_cli  # noqa: E402
+app.command("serve")(server_cli.serve)
+app.add_typer(server_cli.keys_app, name="keys")
 # --- end sub-apps ---
 
 

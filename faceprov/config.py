@@ -41,6 +41,17 @@ class Settings:
     c2pa_key: Path | None = None
     # Extra trust anchors (PEM) used when reading manifests; None = the SDK's defaults.
     c2pa_trust_anchors: Path | None = None
+    # HTTP server (server/, `faceprov serve`).
+    server_host: str = "127.0.0.1"
+    server_port: int = 8765
+    server_max_body: int = 40 * 1024 * 1024  # bytes of one request body
+    server_queue_size: int = 32  # photos admitted into the pipeline at once; more -> 503
+    server_batch_size: int = 16  # faces per model call
+    server_max_wait_ms: float = 10.0  # how long the first face waits for batch mates
+    server_request_timeout: float = 60.0  # seconds per request, queueing included
+    server_cors_origins: tuple[str, ...] = ()  # besides chrome-extension://*
+    server_rate_limit: float = 5.0  # requests per second per API key (sustained)
+    server_rate_burst: int = 30  # bucket size
 
     @property
     def db_url(self) -> str:
@@ -89,6 +100,13 @@ def settings() -> Settings:
         kw["c2pa_key"] = Path(v).expanduser()
     if (v := _env("C2PA_TRUST_ANCHORS")):
         kw["c2pa_trust_anchors"] = Path(v).expanduser()
+    for name, conv in (("HOST", str), ("PORT", int), ("MAX_BODY", int), ("QUEUE_SIZE", int),
+                       ("BATCH_SIZE", int), ("MAX_WAIT_MS", float), ("REQUEST_TIMEOUT", float),
+                       ("RATE_LIMIT", float), ("RATE_BURST", int)):
+        if (v := _env(f"SERVER_{name}")):
+            kw[f"server_{name.lower()}"] = conv(v)
+    if (v := _env("SERVER_CORS_ORIGINS")):
+        kw["server_cors_origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
     return Settings(**kw)
 
 

@@ -21,8 +21,11 @@ class PostgresUnavailable(RuntimeError):
     pass
 
 
-def start(data_dir: str | Path, cleanup_mode: str | None = "stop"):
-    """Start Postgres in data_dir; returns (sqlalchemy url, server). Raises if it cannot."""
+def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = False):
+    """Start Postgres in data_dir; returns (sqlalchemy url, server). Raises if it cannot.
+
+    fast=True turns fsync off (tests only: the server's own crash safety is not under test,
+    a killed *client* still loses nothing it committed)."""
     try:
         import pgserver
     except ImportError as e:  # pragma: no cover
@@ -34,6 +37,9 @@ def start(data_dir: str | Path, cleanup_mode: str | None = "stop"):
     try:
         srv = pgserver.get_server(str(data_dir), cleanup_mode=cleanup_mode)
         srv.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        if fast:
+            srv.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET full_page_writes = off;")
+            srv.psql("SELECT pg_reload_conf();")
     except Exception as e:
         raise PostgresUnavailable(f"could not start PostgreSQL in {data_dir}: {e}") from e
     uri = srv.get_uri()  # postgresql://postgres:@/postgres?host=/socket/dir

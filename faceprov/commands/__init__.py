@@ -1,0 +1,1 @@
+"""CLI command groups (typer sub-apps) registered by faceprov/cli.py."""

@@ -1,0 +1,1 @@
+"""Provenance: PDQ perceptual hashes, C2PA manifests, the audit hash chain."""

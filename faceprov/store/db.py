@@ -1,0 +1,225 @@
+"""Engine and session helpers, and the Alembic bridge.
+
+The database URL is the only switch between backends:
+
+* ``sqlite:///path/to/faceprov.db`` (default: ``faceprov.db`` under FACEPROV_HOME) — aiosqlite,
+  WAL journal, ``synchronous=FULL``, ``secure_delete`` (erased biometric data is overwritten);
+  embeddings are searched by the embedded index in `vectors.py`.
+* ``postgresql://user@host/db`` — asyncpg; embeddings searched with pgvector HNSW.
+
+Plain URLs are accepted and mapped to the async drivers (``sqlite+aiosqlite``,
+``postgresql+asyncpg``).
+"""
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+class StoreError(Exception):
+    """Base class of store errors that a caller (CLI, server) shows to the user."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class InvalidInput(StoreError, ValueError):
+    pass
+
+
+class PermissionDenied(StoreError):
+    pass
+
+
+class MigrationsNotFound(StoreError):
+    pass
+
+
+def async_url(url: str) -> str:
+    """Map a plain SQLAlchemy URL onto the async driver faceprov uses for it."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        u = u.set(drivername="sqlite+aiosqlite")
+    elif backend in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+asyncpg")
+        # psycopg/libpq style `host=/socket/dir` query works with asyncpg too.
+    else:
+        raise InvalidInput(f"unsupported database URL {u.render_as_string(hide_password=True)!r}: "
+                           "use sqlite:///FILE or postgresql://...")
+    return u.render_as_string(hide_password=False)
+
+
+def backend_of(url: str) -> str:
+    b = make_url(url).get_backend_name()
+    return "postgresql" if b in ("postgresql", "postgres") else b
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Alembic filter: per-recognizer HNSW indexes are made at run time, not by migrations."""
+    if type_ == "index" and name and name.startswith("ix_emb_hnsw_"):
+        return False
+    return True
+
+
+def _sqlite_setup(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
+        # Let SQLAlchemy (not pysqlite) decide where transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA secure_delete=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn):  # pragma: no cover
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str, **kw) -> AsyncEngine:
+    backend = backend_of(url)
+    if backend == "sqlite":
+        p = sqlite_path(url)
+        if p is not None:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        kw.setdefault("connect_args", {"timeout": 60})
+    else:
+        kw.setdefault("pool_size", 5)
+        # pgvector's HNSW search breadth for every session (raised per query when k needs it)
+        kw.setdefault("connect_args", {"server_settings": {"hnsw.ef_search": str(PG_EF_SEARCH)}})
+    engine = create_async_engine(async_url(url), **kw)
+    if backend == "sqlite":
+        _sqlite_setup(engine)
+    return engine
+
+
+PG_EF_SEARCH = 100
+
+
+class Database:
+    """An engine, a session factory and the vector/PDQ indexes for one database URL."""
+
+    def __init__(self, url: str, *, index_dir: Path | None = None):
+        self.url = url
+        self.backend = backend_of(url)
+        self.engine = create_engine(url)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        from .vectors import make_index
+
+        self.vectors = make_index(self, index_dir=index_dir)
+        from faceprov.provenance.pdq import PDQIndex
+
+        self.pdq_index = PDQIndex()  # keyed by cloak_records.seq
+        self.face_pdq_index = PDQIndex()  # keyed by cloak_faces.id
+        self.pdq_watermark = 0
+        self.pdq_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as s:
+            yield s
+
+    async def close(self) -> None:
+        await self.vectors.close()
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> "Database":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+def default_url() -> str:
+    from faceprov.config import settings
+
+    return settings().db_url
+
+
+# ----------------------------------------------------------------------------- Alembic
+
+def migrations_dir() -> Path:
+    """The top-level `migrations/` folder (source checkout) or FACEPROV_MIGRATIONS."""
+    from faceprov.config import settings
+
+    cand = []
+    if settings().migrations_dir is not None:
+        cand.append(Path(settings().migrations_dir))
+    pkg = Path(__file__).resolve().parent.parent  # .../faceprov
+    cand.append(pkg.parent / "migrations")  # source checkout / editable install
+    cand.append(pkg / "migrations")  # if a build ever ships them inside the package
+    for c in cand:
+        if (c / "env.py").is_file() and (c / "versions").is_dir():
+            return c
+    raise MigrationsNotFound(
+        "Alembic migrations not found (looked in: " + ", ".join(str(c) for c in cand)
+        + "). Run from a faceprov source checkout or set FACEPROV_MIGRATIONS to the "
+        "folder holding env.py and versions/."
+    )
+
+
+def alembic_config(url: str | None = None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    # ConfigParser interpolation: escape % in passwords.
+    cfg.set_main_option("sqlalchemy.url", (url or default_url()).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    from alembic import command
+
+    url = url or default_url()
+    p = sqlite_path(url)
+    if p is not None:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | None = None, revision: str = "-1") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+def current(url: str | None = None) -> str | None:
+    """The revision the database is at (None for an empty database)."""
+    from alembic.runtime.migration import MigrationContext
+
+    async def _get() -> str | None:
+        eng = create_engine(url or default_url())
+        try:
+            async with eng.connect() as conn:
+                return await conn.run_sync(
+                    lambda c: MigrationContext.configure(c).get_current_revision()
+                )
+        finally:
+            await eng.dispose()
+
+    return asyncio.run(_get())
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()

@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Load benchmark of the HTTP server: POST /v1/cloak with one-face photos at several concurrency
+levels, on loopback only, bounded in time. Writes the table between `<!-- load:begin -->` and
+`<!-- load:end -->` in docs/benchmarks.md and the raw numbers to docs/results/load.json.
+
+    .venv/bin/python ops/load/cloak_load.py                       # CPU, 1/8/32 clients, 20 s each
+    .venv/bin/python ops/load/cloak_load.py --device cuda --model PATH --duration 30
+
+It starts `faceprov serve` itself (a subprocess on 127.0.0.1, a scratch SQLite database) with
+the given cloak model, or with an untrained model of the default architecture when none is
+given (the cost of a forward pass does not depend on training). Photos: LFW, one face each.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "ops" / "bench"))
+
+import common  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, int(round(q / 100 * (len(xs) - 1)))))
+    return xs[k]
+
+
+def resize_all(data: list[bytes], long_side: int) -> list[bytes]:
+    """The same photos upscaled so the long side is `long_side` px (JPEG q90): phone-sized uploads
+    cost more to decode, detect and encode than LFW's 250 px."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for d in data:
+        im = Image.open(io.BytesIO(d)).convert("RGB")
+        k = long_side / max(im.size)
+        im = im.resize((round(im.width * k), round(im.height * k)), Image.LANCZOS)
+        b = io.BytesIO()
+        im.save(b, "JPEG", quality=90)
+        out.append(b.getvalue())
+    return out
+
+
+def photos(n: int) -> list[bytes]:
+    from faceprov.config import settings
+
+    root = settings().lfw_root / "images"
+    people = sorted(p for p in root.iterdir() if p.is_dir())
+    out = []
+    for p in people[::37]:
+        f = p / f"{p.name}_0001.jpg"
+        if f.exists():
+            out.append(f.read_bytes())
+        if len(out) >= n:
+            break
+    if not out:
+        raise SystemExit(f"no LFW photos under {root} (set FACEPROV_LFW)")
+    return out
+
+
+async def level(url: str, key: str, data: list[bytes], conc: int, duration: float, warmup: int) -> dict:
+    import aiohttp
+
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    faces = 0
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout, headers={"X-API-Key": key}) as s:
+        async def one(i: int, record: bool) -> None:
+            nonlocal faces
+            t0 = time.perf_counter()
+            try:
+                async with s.post(url + "/v1/cloak", data=data[i % len(data)]) as r:
+                    await r.read()
+                    st = r.status
+                    nf = int(r.headers.get("X-Faceprov-Faces", "0") or 0)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                st, nf = 599, 0
+            if record:
+                lat.append(time.perf_counter() - t0)
+                codes[st] = codes.get(st, 0) + 1
+                if st == 200:
+                    faces += nf
+
+        await asyncio.gather(*(one(i, False) for i in range(warmup)))
+        end = time.perf_counter() + duration
+        t_start = time.perf_counter()
+
+        async def client(c: int) -> None:
+            i = c
+            while time.perf_counter() < end:
+                await one(i, True)
+                i += conc
+
+        await asyncio.gather(*(client(c) for c in range(conc)))
+        wall = time.perf_counter() - t_start
+    ok = codes.get(200, 0)
+    ok_lat = lat  # every request is counted; errors are reported next to them
+    return {"concurrency": conc, "seconds": round(wall, 2), "requests": len(lat), "ok": ok,
+            "errors": len(lat) - ok, "status": {str(k): v for k, v in sorted(codes.items())},
+            "photos_per_s": round(ok / wall, 3), "faces": faces,
+            "p50_s": round(pct(ok_lat, 50), 3), "p99_s": round(pct(ok_lat, 99), 3),
+            "max_s": round(max(ok_lat), 3) if ok_lat else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, help="cloak model folder (default: untrained, default architecture)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--duration", type=float, default=15.0, help="seconds per level (bounded)")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-wait-ms", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--photos", type=int, default=24)
+    ap.add_argument("--sizes", default="native,1024",
+                    help="photo long sides to test: 'native' (LFW 250x250) and/or pixels, e.g. 1024")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    a = ap.parse_args()
+    levels = [int(x) for x in a.concurrency.split(",")]
+    sizes = [x.strip() for x in a.sizes.split(",") if x.strip()]
+    if a.duration > 120 or max(levels) > 64 or len(sizes) > 3:
+        raise SystemExit("bounded benchmark: --duration <= 120 s, concurrency <= 64")
+
+    import torch
+
+    from faceprov.cloak.model import CloakConfig, CloakModel
+
+    tmp = Path(tempfile.mkdtemp(prefix="faceprov-load-"))
+    if a.model is None:
+        torch.manual_seed(0)
+        m = CloakModel(CloakConfig())
+        m.save_pretrained(tmp / "model")
+        model_dir, model_desc = tmp / "model", (f"untrained CloakConfig() (width {m.config.width}, "
+                                                f"{m.config.size}px, {m.num_parameters() / 1e6:.2f} M params)")
+    else:
+        model_dir = a.model
+        m = CloakModel.from_pretrained(a.model)
+        model_desc = f"{a.model.name} (width {m.config.width}, {m.config.size}px)"
+    db = f"sqlite:///{tmp / 'load.db'}"
+    port = free_port()
+    env = {**os.environ, "FACEPROV_DB": db}
+    log = open(tmp / "serve.log", "wb")
+    cmd = [sys.executable, "-m", "faceprov.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--model", str(model_dir), "--device", a.device, "--batch-size", str(a.batch_size),
+           "--max-wait-ms", str(a.max_wait_ms), "--queue-size", "256", "--rate-limit", "0",
+           "--workers", str(a.workers), "--timeout", "120"]
+    srv = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import requests
+
+        from faceprov.store.repo import open_repo
+
+        async def mk() -> str:
+            repo = await open_repo(db, upgrade=True)
+            try:
+                acc = await repo.get_or_create_account("load", "user")
+                return await repo.create_api_key(acc["id"])
+            finally:
+                await repo.db.close()
+
+        t0 = time.time()
+        while True:
+            if srv.poll() is not None:
+                raise SystemExit("server exited: " + (tmp / "serve.log").read_text()[-2000:])
+            try:
+                if requests.get(url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() - t0 > 300:
+                raise SystemExit("server not ready after 300 s")
+            time.sleep(0.5)
+        key = asyncio.run(mk())
+        base = photos(a.photos)
+        rows = []
+        for size in sizes:
+            data = base if size == "native" else resize_all(base, int(size))
+            label = "250x250 (LFW)" if size == "native" else f"{size} px long side"
+            for c in levels:
+                r = asyncio.run(level(url, key, data, c, a.duration, a.warmup))
+                r["photo"] = label
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+        metrics = requests.get(url + "/metrics", timeout=30).text
+    finally:
+        srv.terminate()
+        try:
+            srv.wait(30)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+        log.close()
+
+    batch = [ln for ln in metrics.splitlines() if ln.startswith(("faceprov_model_batch_faces_sum",
+                                                                 "faceprov_model_batch_faces_count"))]
+    vals = {ln.split()[0].split("{")[0]: float(ln.split()[-1]) for ln in batch}
+    mean_batch = (vals.get("faceprov_model_batch_faces_sum", 0) / vals["faceprov_model_batch_faces_count"]
+                  if vals.get("faceprov_model_batch_faces_count") else None)
+    cores = os.cpu_count() or 1
+    doc = {"when": common.stamp(), "git": common.git_rev(), "machine": common.machine(), "device": a.device,
+           "model": model_desc, "batch_size": a.batch_size, "max_wait_ms": a.max_wait_ms, "workers": a.workers,
+           "duration_s": a.duration, "photos": len(base), "mean_faces_per_model_call": mean_batch, "levels": rows,
+           "load_avg_after": os.getloadavg()}
+    md = [f"### Server load: POST /v1/cloak, one-face LFW photos, loopback ({a.device})", "",
+          f"`.venv/bin/python ops/load/cloak_load.py --device {a.device} --duration {a.duration:g} --sizes {a.sizes}"
+          + (f" --model {a.model}" if a.model else "") + f"` — {doc['when']}, git {doc['git']}", "",
+          f"Machine: {doc['machine']}. Model: {model_desc}. Batch ≤ {a.batch_size} faces, wait ≤ "
+          f"{a.max_wait_ms:g} ms, {a.workers} server process(es); client on the same machine. "
+          "Mean faces per model call: " + (f"{mean_batch:.2f}." if mean_batch else "n/a."), "",
+          "| photo | clients | photos/s | photos/s per core | p50 (s) | p99 (s) | requests | errors | statuses |",
+          "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        md.append(f"| {r['photo']} | {r['concurrency']} | {r['photos_per_s']:.2f} | {r['photos_per_s'] / cores:.2f} | "
+                  f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['requests']} | {r['errors']} | "
+                  f"{', '.join(f'{k}: {v}' for k, v in r['status'].items())} |")
+    md += ["", f"Load average after the run: {', '.join(f'{x:.1f}' for x in doc['load_avg_after'])} "
+               f"({cores} cores; other work on the machine competes with the server)."]
+    text = "\n".join(md)
+    print(text)
+    if not a.no_write:
+        common.save_json("load", doc)
+        common.write_section("load", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,541 @@
+"""HTTP handlers of API v1 and the service endpoints.
+
+Every handler authenticates through `Authenticator.require(request, ROUTE)` (role matrix in
+auth.py), reads at most the configured body size, and leaves error shaping to the middleware.
+Nothing here logs request bodies, images or embeddings.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib.util
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from aiohttp import web
+
+from .app import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, WORKER
+from .auth import Principal
+from .errors import ApiError
+from .limits import MEDIA_TYPES, check_image, read_limited
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .openapi import docs_html
+
+log = logging.getLogger("faceprov.server")
+
+IMAGE_FIELDS = ("image", "file", "photo")
+MAX_FIELD = 4096
+MAX_PAGE = 1000
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf (e.g. the PSNR of an unchanged crop) become null; numpy -> Python."""
+    if isinstance(obj, float) or isinstance(obj, np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    return obj
+
+
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(finite(obj), default=str, allow_nan=False),
+                        content_type="application/json", headers=headers)
+
+
+def _bool(name: str, v: str | None, default: bool = False) -> bool:
+    if v is None or v == "":
+        return default
+    s = v.strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
+
+
+def _int(name: str, v: str | None, lo: int, hi: int, default: int) -> int:
+    if v is None or v == "":
+        return default
+    try:
+        n = int(v.strip())
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer") from None
+    if not lo <= n <= hi:
+        raise ApiError(400, "invalid_parameter", f"{name} must be within {lo}..{hi}")
+    return n
+
+
+def _repo(request: web.Request):
+    st = request.app[DB]
+    if st.repo is None:
+        raise ApiError(503, "database_unavailable", st.reason or "the database is not open")
+    return st.repo
+
+
+def _protector(request: web.Request):
+    st = request.app[MODEL]
+    if st.protector is None:
+        raise ApiError(503, "model_not_loaded", st.reason or "the cloak model is not loaded",
+                       headers={"Retry-After": "5"} if st.status == "loading" else None)
+    return st.protector
+
+
+def _alive(request: web.Request):
+    def alive() -> bool:
+        t = request.transport
+        return t is not None and not t.is_closing()
+
+    return alive
+
+
+async def read_image(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
+    """The image bytes (raw body or a multipart `image` field) and any other form fields."""
+    n = request.content_length
+    if n is not None and n > limit:
+        raise ApiError(413, "body_too_large", f"the request body is {n} bytes; the limit is {limit}")
+    if request.content_type != "multipart/form-data":
+        return await read_limited(request, limit), {}
+    fields: dict[str, str] = {}
+    data: bytes | None = None
+    total = 0
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if not hasattr(part, "read_chunk"):  # nested multipart
+                raise ApiError(400, "bad_multipart", "nested multipart bodies are not accepted")
+            name = part.name or ""
+            if part.filename is not None or name in IMAGE_FIELDS:
+                if data is not None:
+                    raise ApiError(400, "bad_multipart", "send one image per request")
+                buf = bytearray()
+                while True:
+                    chunk = await part.read_chunk(1 << 16)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    total += len(chunk)
+                    if total > limit:
+                        raise ApiError(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
+                data = bytes(buf)
+            else:
+                raw = bytearray()
+                while True:
+                    chunk = await part.read_chunk(1024)
+                    if not chunk:
+                        break
+                    raw += chunk
+                    if len(raw) > MAX_FIELD:
+                        raise ApiError(400, "bad_multipart", f"form field {name[:40]!r} is too long")
+                try:
+                    fields[name] = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ApiError(400, "bad_multipart", f"form field {name[:40]!r} is not UTF-8") from None
+    except ApiError:
+        raise
+    except web.HTTPException:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parse failure of a hostile body is the client's
+        raise ApiError(400, "bad_multipart", f"malformed multipart body ({type(e).__name__})") from None
+    if data is None:
+        raise ApiError(400, "bad_multipart", "the multipart form has no `image` file field")
+    return data, fields
+
+
+def _opt(request: web.Request, fields: Mapping[str, str], name: str) -> str | None:
+    return fields.get(name, request.query.get(name))
+
+
+# ----------------------------------------------------------------------------- service endpoints
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, dict] = {}
+    ms = request.app[MODEL]
+    checks["model"] = {"ok": ms.status == "ready", "reason": ms.reason}
+    st = request.app[DB]
+    if st.repo is None:
+        checks["database"] = {"ok": False, "reason": st.reason}
+    else:
+        from sqlalchemy import text
+
+        try:
+            async def ping():
+                async with st.repo.read() as s:
+                    await s.execute(text("SELECT 1"))
+
+            await asyncio.wait_for(ping(), 3.0)
+            checks["database"] = {"ok": True, "reason": None}
+        except Exception as e:  # noqa: BLE001
+            checks["database"] = {"ok": False, "reason": f"database not reachable: {type(e).__name__}"}
+    ready = all(c["ok"] for c in checks.values())
+    if ready:
+        return _json({"ready": True, "checks": checks})
+    why = "; ".join(c["reason"] for c in checks.values() if not c["ok"] and c["reason"])
+    return _json({"error": {"code": "not_ready", "message": why or "not ready"}, "ready": False,
+                  "checks": checks}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render().encode(),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return _json(request.app[SPEC])
+
+
+async def docs(request: web.Request) -> web.Response:
+    return web.Response(text=docs_html(request.app[SPEC]), content_type="text/html")
+
+
+# ----------------------------------------------------------------------------- cloak
+
+@dataclass
+class CloakOptions:
+    strength: str
+    refine: int
+    report: bool
+    keep_gps: bool
+    retain_original: bool
+
+
+def cloak_options(request: web.Request, fields: Mapping[str, str]) -> CloakOptions:
+    from faceprov.cloak.model import STRENGTHS
+
+    cfg = request.app[CONFIG]
+    ms = request.app[MODEL]
+    strengths = ms.protector.model.config.budgets if ms.protector is not None else STRENGTHS
+    s = _opt(request, fields, "strength") or "mid"
+    if s not in strengths:
+        raise ApiError(400, "invalid_parameter", f"strength must be one of {', '.join(strengths)}")
+    return CloakOptions(
+        strength=s, refine=_int("refine", _opt(request, fields, "refine"), 0, cfg.max_refine, 0),
+        report=_bool("report", _opt(request, fields, "report")),
+        keep_gps=_bool("keep_gps", _opt(request, fields, "keep_gps")),
+        retain_original=_bool("retain_original", _opt(request, fields, "retain_original")))
+
+
+def _pdqs(res) -> tuple[tuple[str, int] | None, list]:
+    from faceprov.provenance import pdq
+
+    try:
+        whole = pdq.compute(res.output_rgb)
+    except ValueError:
+        whole = None
+    faces = pdq.compute_faces(res.output_rgb, [f.box for f in res.faces])
+    return whole, faces
+
+
+def _record_summary(res, opts: CloakOptions) -> dict:
+    """What the cloak record keeps: no landmarks, no pixels, no embeddings."""
+    return finite({"strength": opts.strength, "refine": res.refine, "format": res.format,
+            "width": res.width, "height": res.height,
+            "faces": [{"index": f.index, "box": f.box, "score": round(f.score, 4), "crop_psnr": f.crop_psnr,
+                       "crop_ssim": f.crop_ssim, "max_change": f.max_change} for f in res.faces],
+            "skipped": [{"index": s["index"], "box": s["box"], "reason": s["reason"]} for s in res.skipped],
+            "timings_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()}})
+
+
+async def cloak(request: web.Request) -> web.Response:
+    from faceprov.cloak.report import DEFAULT_RECOGNIZERS, protection_report
+    from faceprov.store.repo import FaceInput
+
+    app = request.app
+    p: Principal = await app[AUTH].require(request, "cloak")
+    cfg, worker, m = app[CONFIG], app[WORKER], app[METRICS]
+    data, fields = await read_image(request, cfg.max_body)
+    opts = cloak_options(request, fields)
+    check_image(data)
+    prot = _protector(request)
+    repo = _repo(request)
+    alive = _alive(request)
+    stage = "admit"
+
+    async def pipeline():
+        nonlocal stage
+        stage = "prepare"
+        prep = await worker.run_cpu(prot.prepare, data, opts.strength, opts.refine, opts.keep_gps,
+                                    max_pixels=cfg.max_pixels, max_bytes=cfg.max_body, stage="prepare")
+        if not alive():
+            raise asyncio.CancelledError()
+        stage = "model"
+        cloaked = await worker.cloak(prep.crops, prep.strength, opts.refine, alive)
+        stage = "finish"
+        res = await worker.run_cpu(prot.finish, prep, cloaked, keep_crops=opts.report, stage="finish")
+        pdqs = await worker.run_cpu(_pdqs, res, stage="pdq")
+        rep = None
+        if opts.report:
+            stage = "report"
+            names = cfg.report_recognizers or DEFAULT_RECOGNIZERS
+            rep = await worker.run_model(protection_report, res, prot.detector, names, stage="report")
+        return res, pdqs, rep
+
+    try:
+        async with worker.admit():
+            try:
+                res, (whole, face_pdqs), rep = await asyncio.wait_for(pipeline(), cfg.request_timeout)
+            except (asyncio.TimeoutError, TimeoutError):
+                m.rejected.inc(reason="timeout")
+                m.dropped.inc(stage=f"timeout_{stage}")
+                raise ApiError(504, "timeout",
+                               f"the request took longer than the server's limit of {cfg.request_timeout:g} s") from None
+            stage = "record"
+            faces = [FaceInput(box=f.box, pdq=fp[0] if fp else None, pdq_quality=fp[1] if fp else None)
+                     for f, fp in zip(res.faces, face_pdqs)]
+            budget = float(prot.model.config.budgets[opts.strength])
+            meta = getattr(prot.model, "metadata", {}) or {}
+            # shielded: once the cloak is being written, a client leaving does not cut the transaction
+            rec = await asyncio.shield(repo.record_cloak(
+                owner=p.account_id, actor=p.account_id,
+                model_name=str(meta.get("name") or "faceprov-cloak"), model_version=res.model_version,
+                strength=budget, refine=res.refine, input_sha256=res.input_sha256,
+                output_sha256=res.output_sha256, faces=faces,
+                pdq=whole[0] if whole else None, pdq_quality=whole[1] if whole else None,
+                report=_record_summary(res, opts), retain_original=opts.retain_original,
+                original=data if opts.retain_original else None,
+                original_media_type=MEDIA_TYPES.get(res.format, "application/octet-stream")))
+    except asyncio.CancelledError:
+        m.dropped.inc(stage=stage)
+        raise
+    m.photos.inc()
+    m.faces.inc(len(res.faces))
+    summary = {"faces": len(res.faces), "skipped": len(res.skipped), "strength": opts.strength,
+               "model": res.model_version,
+               "min_crop_psnr": min((f.crop_psnr for f in res.faces), default=None)}
+    summary = finite(summary)
+    headers = {"X-Faceprov-Record-Id": rec.id, "X-Faceprov-Faces": str(len(res.faces)),
+               "X-Faceprov-Skipped": str(len(res.skipped)),
+               "X-Faceprov-Summary": json.dumps(summary, separators=(",", ":"), allow_nan=False)}
+    media = MEDIA_TYPES.get(res.format, "application/octet-stream")
+    if opts.report:
+        doc = {"record_id": rec.id, "summary": res.summary(), "report": rep,
+               "image": {"media_type": media, "base64": base64.b64encode(res.data).decode()}}
+        return _json(doc, headers=headers)
+    return web.Response(body=res.data, headers={**headers, "Content-Type": media})
+
+
+# ----------------------------------------------------------------------------- verify
+
+def verify_pipeline_available() -> bool:
+    try:
+        return importlib.util.find_spec("faceprov.recover.verify") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+async def verify(request: web.Request) -> web.Response:
+    app = request.app
+    await app[AUTH].require(request, "verify")
+    data, _ = await read_image(request, app[CONFIG].max_body)
+    check_image(data)
+    if not verify_pipeline_available():
+        raise ApiError(503, "not_available",
+                       "face-swap verification is not available in this build (no recovery pipeline yet)")
+    raise ApiError(503, "not_available",
+                   "the face-swap verification pipeline exists but is not wired into the server yet")
+
+
+# ----------------------------------------------------------------------------- history
+
+def _page(request: web.Request) -> tuple[int, int]:
+    return (_int("limit", request.query.get("limit"), 1, MAX_PAGE, 100),
+            _int("offset", request.query.get("offset"), 0, 1_000_000, 0))
+
+
+async def list_cloaks(request: web.Request) -> web.Response:
+    p: Principal = await request.app[AUTH].require(request, "list_cloaks")
+    repo = _repo(request)
+    limit, offset = _page(request)
+    owner = request.query.get("owner") or None
+    if not p.sees_all:
+        if owner is not None and owner not in (p.account_id, p.name):
+            raise ApiError(403, "forbidden", "you may list only your own cloaks")
+        owner = p.account_id
+    if owner is not None and len(owner) > 128:
+        raise ApiError(400, "invalid_parameter", "owner is too long")
+    items = await repo.history(owner=owner, since=request.query.get("since") or None,
+                               until=request.query.get("until") or None, limit=limit, offset=offset)
+    return _json({"items": items})
+
+
+async def _cloak_row(repo, cid: str):
+    from sqlalchemy import select
+
+    from faceprov.store.models import CloakRecord
+
+    async with repo.read() as s:
+        return (await s.execute(select(CloakRecord.owner_id, CloakRecord.output_sha256)
+                                .where(CloakRecord.id == cid))).first()
+
+
+async def get_cloak(request: web.Request) -> web.Response:
+    from faceprov.store.repo import check_uuid
+
+    p: Principal = await request.app[AUTH].require(request, "get_cloak")
+    repo = _repo(request)
+    cid = check_uuid(request.match_info["id"], "cloak id")
+    row = await _cloak_row(repo, cid)
+    if row is None or (not p.sees_all and row[0] != p.account_id):
+        raise ApiError(404, "not_found", f"no cloak record {cid}")  # another's record: same answer
+    for item in await repo.history(owner=row[0], output_hash=row[1], limit=MAX_PAGE):
+        if item["id"] == cid:
+            return _json(item)
+    raise ApiError(404, "not_found", f"no cloak record {cid}")
+
+
+async def get_verification(request: web.Request) -> web.Response:
+    from sqlalchemy import select
+
+    from faceprov.store.models import Verification
+    from faceprov.store.repo import check_uuid
+
+    p: Principal = await request.app[AUTH].require(request, "get_verification")
+    repo = _repo(request)
+    vid = check_uuid(request.match_info["id"], "verification id")
+    async with repo.read() as s:
+        v = (await s.execute(select(Verification).where(Verification.id == vid))).scalars().first()
+    if v is None or (not p.sees_all and v.requester_id != p.account_id):
+        raise ApiError(404, "not_found", f"no verification {vid}")
+    created = v.created_at.isoformat() if v.created_at is not None else None
+    return _json({"id": v.id, "requester_id": v.requester_id, "created_at": created,
+                  "input_sha256": v.input_sha256, "verdict": v.verdict, "matches": v.matches})
+
+
+# ----------------------------------------------------------------------------- identities
+
+def registry_key(r) -> str:
+    """'name@version' as the store accepts it ([A-Za-z0-9_.:+-], at most 64 characters a part);
+    long version strings keep a readable head and a hash of the whole."""
+    import hashlib
+    import re
+
+    v = re.sub(r"[^A-Za-z0-9_.:+-]+", "_", r.version or "1").strip("_") or "1"
+    if len(v) > 64:
+        v = v[:51] + "-" + hashlib.sha256((r.version or "").encode()).hexdigest()[:12]
+    return f"{r.name}@{v}"
+
+
+def _embed_one(prot, data: bytes, names: tuple[str, ...], max_pixels: int, max_bytes: int) -> tuple[dict, list]:
+    """Decode, find exactly one usable face, embed it with each available recognizer.
+    Runs on the model thread; the embeddings never leave this function except to the store."""
+    import torch
+
+    from faceprov import recognizers as recmod
+    from faceprov.cloak.protect import NoFaceError
+    from faceprov.faces import io as fio
+    from faceprov.faces.align import align
+
+    photo = fio.decode(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    use, skipped = prot.usable(prot.detect(photo.rgb))
+    if not use:
+        raise NoFaceError("no face large or clear enough to enrol"
+                          + (f" ({len(skipped)} skipped: {skipped[0]['reason']})" if skipped else ""))
+    if len(use) > 1:
+        raise ApiError(422, "several_faces", f"the reference photo shows {len(use)} faces; send a photo of one person")
+    face = use[0]
+    out: dict[str, np.ndarray] = {}
+    for n in names:
+        try:
+            r = recmod.get(n, str(prot.device))
+        except Exception:  # noqa: BLE001 - unavailable recognizers are skipped
+            continue
+        crop = align(photo.rgb, face.landmarks, r.input_size, r.template).crop
+        x = torch.from_numpy(crop[None]).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            out[registry_key(r)] = r.embed(x)[0].cpu().numpy()
+    if not out:
+        raise ApiError(503, "recognizer_unavailable",
+                       f"none of the enrolment recognizers ({', '.join(names)}) is available on this server")
+    return out, face.to_json()["box"]
+
+
+async def enrol_identity(request: web.Request) -> web.Response:
+    app = request.app
+    p: Principal = await app[AUTH].require(request, "enrol_identity")
+    cfg, worker = app[CONFIG], app[WORKER]
+    data, fields = await read_image(request, cfg.max_body)
+    label = fields.get("label", request.query.get("label")) or None
+    if label is not None and (len(label) > 256 or "\x00" in label or not label.strip()):
+        raise ApiError(400, "invalid_parameter", "label must be 1..256 characters")
+    check_image(data)
+    prot = _protector(request)
+    repo = _repo(request)
+    async with worker.admit():
+        try:
+            emb, box = await asyncio.wait_for(
+                worker.run_model(_embed_one, prot, data, cfg.enrol_recognizers, cfg.max_pixels, cfg.max_body,
+                                 stage="enrol"), cfg.request_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            app[METRICS].rejected.inc(reason="timeout")
+            raise ApiError(504, "timeout", "enrolment took longer than the server's limit") from None
+        iid = await asyncio.shield(repo.enrol(p.account_id, label, emb, actor=p.account_id))
+    return _json({"id": iid, "label": label, "recognizers": sorted(emb), "box": box}, status=201)
+
+
+async def _identity_owner(repo, iid: str) -> str | None:
+    from sqlalchemy import select
+
+    from faceprov.store.models import Identity
+
+    async with repo.read() as s:
+        return (await s.execute(select(Identity.owner_id).where(Identity.id == iid))).scalar()
+
+
+async def forget_identity(request: web.Request) -> web.Response:
+    from faceprov.store.repo import check_uuid
+
+    p: Principal = await request.app[AUTH].require(request, "forget_identity")
+    repo = _repo(request)
+    iid = check_uuid(request.match_info["id"], "identity id")
+    owner = await _identity_owner(repo, iid)
+    if owner is None or (not p.sees_all and owner != p.account_id):
+        raise ApiError(404, "not_found", f"no identity {iid}")
+    return _json(await repo.forget(iid, actor=p.account_id))
+
+
+# ----------------------------------------------------------------------------- audit
+
+async def audit(request: web.Request) -> web.Response:
+    await request.app[AUTH].require(request, "audit")
+    repo = _repo(request)
+    after = _int("after_seq", request.query.get("after_seq"), 0, 2**53, 0)
+    limit = _int("limit", request.query.get("limit"), 1, MAX_PAGE, 100)
+    return _json({"items": await repo.audit_rows(after, limit)})
+
+
+# ----------------------------------------------------------------------------- table
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", healthz, allow_head=False)
+    r.add_get("/readyz", readyz, allow_head=False)
+    r.add_get("/metrics", metrics, allow_head=False)
+    r.add_get("/openapi.json", openapi_json, allow_head=False)
+    r.add_get("/docs", docs, allow_head=False)
+    r.add_post("/v1/cloak", cloak)
+    r.add_post("/v1/verify", verify)
+    r.add_get("/v1/cloaks", list_cloaks, allow_head=False)
+    r.add_get("/v1/cloaks/{id}", get_cloak, allow_head=False)
+    r.add_get("/v1/verifications/{id}", get_verification, allow_head=False)
+    r.add_post("/v1/identities", enrol_identity)
+    r.add_delete("/v1/identities/{id}", forget_identity)
+    r.add_get("/v1/audit", audit, allow_head=False)

@@ -1,0 +1,127 @@
+"""Vector search on both backends: top-k, threshold, recognizer filter, recall vs exact;
+the embedded index's persistence, cross-process catch-up and erasure."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from faceprov.store.db import Database
+from faceprov.store.repo import Repo, open_repo
+from faceprov.store.vectors import EmbeddedIndex
+
+from fpstore_fixtures import arun, unit
+
+RA, RB = "dlib@19.24", "faceres@3.0.4"
+
+
+async def _bulk(repo: Repo, n: int, rng, dims=(128, 256)):
+    await repo.create_account("alice")
+    va = np.stack([unit(rng, dims[0]) for _ in range(n)])
+    vb = np.stack([unit(rng, dims[1]) for _ in range(n)])
+    ids = [await repo.enrol("alice", None, {RA: va[i], RB: vb[i]}) for i in range(n)]
+    return ids, va, vb
+
+
+def test_topk_threshold_filter_and_recall(url):
+    rng = np.random.default_rng(5)
+
+    async def go():
+        repo = await open_repo(url)
+        try:
+            ids, va, vb = await _bulk(repo, 150, rng)
+            recall = []
+            for j in range(20):
+                q = va[j] + 0.6 * unit(rng, 128)
+                q /= np.linalg.norm(q)
+                exact = [ids[i] for i in np.argsort(-(va @ q))[:10]]
+                hits = await repo.search(RA, q, k=10)
+                assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+                recall.append(len({h.identity_id for h in hits} & set(exact)) / 10)
+                assert hits[0].identity_id == ids[j]
+                thr = hits[3].score
+                assert [h.identity_id for h in await repo.search(RA, q, 10, thr)] == \
+                    [h.identity_id for h in hits[:4]]
+            assert np.mean(recall) >= 0.95
+            # the recognizer filter: B's space answers with B's nearest, not A's
+            hb = await repo.search(RB, vb[42], k=1)
+            assert hb[0].identity_id == ids[42] and hb[0].score > 0.999
+        finally:
+            await repo.db.close()
+    arun(go())
+
+
+def test_embedded_index_persists_and_catches_up(tmp_path):
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    from faceprov.store import db as dbmod
+
+    dbmod.upgrade(url)
+    rng = np.random.default_rng(6)
+
+    async def go():
+        def db():
+            d = Database(url)
+            d.vectors.ann_threshold = 0  # use the HNSW graph even for a small registry
+            return d
+
+        a = Repo(db())
+        ids, va, _ = await _bulk(a, 100, rng)
+        assert (await a.search(RA, va[10], 1))[0].identity_id == ids[10]
+        await a.db.close()  # saves the graph beside the database
+        files = sorted(p.name for p in (tmp_path / "reg.db.vectors").iterdir())
+        assert files == ["r1.json", "r1.usearch"]  # only searched recognizers get a graph
+
+        # a second "process" loads the saved graph (no rebuild) ...
+        b = Repo(db())
+        assert (await b.search(RA, va[20], 1))[0].identity_id == ids[20]
+        g = b.db.vectors.graphs[1]
+        assert g.count == 100 and g.usearch is not None
+        # ... a third one adds and erases; b catches up on both
+        c = Repo(db())
+        new = await c.enrol("alice", "new", {RA: unit(rng, 128)})
+        async def stored(iid):
+            from sqlalchemy import select
+            from faceprov.store.models import IdentityEmbedding
+
+            async with c.read() as s:
+                return (await s.execute(select(IdentityEmbedding.embedding)
+                                        .where(IdentityEmbedding.identity_id == iid,
+                                               IdentityEmbedding.recognizer_id == 1))
+                        ).scalar_one()
+        newv = await stored(new)
+        erased = await stored(ids[20])
+        # the bytes are on disk before the forget (so the check below means something)
+        await b.db.vectors.flush()
+        assert any(erased.astype("<f4").tobytes()[:48] in p.read_bytes()
+                   for p in Path(tmp_path).rglob("*") if p.is_file())
+        assert (await b.search(RA, newv, 1))[0].identity_id == new
+        await c.forget(ids[20])
+        assert ids[20] not in {h.identity_id for h in await b.search(RA, va[20], 5)}
+        await b.db.close()
+        await c.db.close()
+        # nothing of the erased vectors is left in any file (db, WAL, index files)
+        gone = [erased.astype("<f4").tobytes()[:48]]
+        for p in Path(tmp_path).rglob("*"):
+            if p.is_file():
+                data = p.read_bytes()
+                assert not any(x in data for x in gone), p
+    arun(go())
+
+
+def test_exact_numpy_fallback(tmp_path):
+    url = f"sqlite:///{tmp_path / 'np.db'}"
+    from faceprov.store import db as dbmod
+
+    dbmod.upgrade(url)
+    rng = np.random.default_rng(7)
+
+    async def go():
+        d = Database(url)
+        d.vectors = EmbeddedIndex(d, None, use_usearch=False)
+        repo = Repo(d)
+        ids, va, _ = await _bulk(repo, 50, rng)
+        assert (await repo.search(RA, va[3], 1))[0].identity_id == ids[3]
+        await repo.forget(ids[3])
+        assert ids[3] not in {h.identity_id for h in await repo.search(RA, va[3], 3)}
+        await d.close()
+    arun(go())
