@@ -177,10 +177,11 @@ class FeatureTap:
             h.remove()
 
 
-def pick_targets(e0: torch.Tensor, identities: list | None) -> torch.Tensor:
+def pick_targets(e0, identities: list | None) -> torch.Tensor:
     """For each sample the index of the least similar other sample with a different identity
-    (mean cosine over recognizers); e0: (R,N,D) clean embeddings."""
-    sim = torch.einsum("rnd,rmd->nm", e0, e0) / e0.shape[0]
+    (mean cosine over recognizers); e0: clean embeddings per recognizer, a list of (N,D_r)
+    tensors (dimensions differ between recognizers) or one (R,N,D) tensor."""
+    sim = sum(e @ e.T for e in e0) / len(e0)
     n = sim.shape[0]
     bad = torch.eye(n, dtype=torch.bool, device=sim.device)
     if identities is not None:
@@ -255,8 +256,7 @@ class IdentityLoss:
             reference = self.reference(original)
         targets = None
         if cfg.target and cloaked.shape[0] > 1:
-            e0 = torch.stack([reference[n][0] for n in self.recs])
-            targets = pick_targets(e0, identities)
+            targets = pick_targets([reference[n][0] for n in self.recs], identities)
         losses, stats = {}, {}
         n = cloaked.shape[0]
         for name, rec in self.recs.items():

@@ -119,3 +119,14 @@ def test_recognizer_supplied_features(tiny_recs):
     assert "feat/t" in stats
     losses["t"].backward()
     assert cl.grad.abs().sum() > 0
+
+
+def test_pick_targets_with_recognizers_of_different_dims():
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(4, 1024), dim=1)
+    b = torch.nn.functional.normalize(torch.randn(4, 128), dim=1)
+    t = pick_targets([a, b], ["p", "q", "r", "s"])
+    assert t.shape == (4,) and (t != torch.arange(4)).all()
+    sim = (a @ a.T + b @ b.T) / 2
+    sim.fill_diagonal_(float("inf"))
+    assert torch.equal(t, sim.argmin(1))
