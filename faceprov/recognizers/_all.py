@@ -1,3 +1,4 @@
 """Imports every recognizer implementation so that it registers itself."""
 from . import dlib_resnet, dlib_native  # noqa: F401
 from . import onnx_arcface  # noqa: F401
+from . import human  # noqa: F401
