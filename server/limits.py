@@ -25,7 +25,7 @@ def sniff(data: bytes) -> str | None:
 
     The same sniffing the decoder uses; the declared Content-Type and file name are ignored.
     """
-    from faceprov.faces.io import _sniff
+    from faceprov.faces.io import sniff as _sniff
 
     return _sniff(data[:32])
 

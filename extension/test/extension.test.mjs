@@ -161,7 +161,7 @@ test('overhead of the extension per one-face photo over the server\'s own time',
   for (let i = 0; i < RUNS; i++) {
     const d = await serverCloak(buf);
     assert.equal(d.status, 200);
-    assert.equal(Number(d.headers.get('x-faceprov-faces')), 1, 'sample2 is a one-face photo: the server says it protected one face');
+    assert.equal(Number(d.headers.get('x-faceprov-faces')), 1, 'a one-face photo: the server says it protected one face');
     assert.ok(d.headers.get('x-faceprov-record-id'));
     direct.push(d.ms);
     const nBefore = await br.sw.evaluate(() => globalThis.faceprov.recentTimings.length);
@@ -181,7 +181,7 @@ test('overhead of the extension per one-face photo over the server\'s own time',
   }
   const overhead = median(paired);
   Object.assign(bench, {
-    photo: 'face-api sample2.jpg (1920x1367 JPEG, one face)', runs: RUNS,
+    photo: 'right part of face-api sample2.jpg (720x1100 JPEG, one face)', runs: RUNS,
     extension_ms: Math.round(median(ext)), direct_http_ms: Math.round(median(direct)),
     server_pipeline_ms: Math.round(median(serverMs)), overhead_ms: Math.round(overhead),
     overhead_unpaired_ms: Math.round(median(ext) - median(direct)),

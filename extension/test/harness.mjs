@@ -43,11 +43,16 @@ function run(cmd, args, opts = {}) {
 
 const MODEL_PY = `
 import sys, shutil
+from pathlib import Path
+from PIL import Image
 from faceprov.cloak.model import CloakModel, CloakConfig
 from faceprov import assets
 CloakModel(CloakConfig(width=8, size=112, n_id=1, n_pert=1, n_feat=1, se_reduction=4)).save_pretrained(sys.argv[1])
-for i in (1, 2):
-    print(assets.path(f"sample{i}"))
+# a one-face photo: the right part of sample2 (its other two people look down, left of x=1100)
+one = Path(sys.argv[1]) / "one-face.jpg"
+Image.open(assets.path("sample2")).crop((1200, 0, 1920, 1100)).save(one, quality=92)
+print(assets.path("sample1"))
+print(one)
 `;
 
 export async function startServer(tmp) {
@@ -64,7 +69,7 @@ export async function startServer(tmp) {
   const [group, one] = modelOut.trim().split('\n').slice(-2);
   const photos = join(tmp, 'photos');
   await run('mkdir', ['-p', photos]);
-  copyFileSync(one, join(photos, 'face.jpg')); // sample2: one face
+  copyFileSync(one, join(photos, 'face.jpg')); // right part of sample2: one face
   copyFileSync(group, join(photos, 'group.jpg'));
   const port = await freePort();
   const log = createWriteStream(join(tmp, 'server.log'));

@@ -99,7 +99,7 @@ class Protector:
     when calls are serialised (the server's batching worker does that)."""
 
     def __init__(self, model: CloakModel | str | Path | None = None, device: str | None = None,
-                 detector: Detector | None = None, min_score: float = 0.9,
+                 detector: Detector | None = None, min_score: float = 0.7,
                  refine_recognizers: tuple[str, ...] = ("faceres", "dlib")):
         self.device = torch.device(device or settings().device)
         if model is None:

@@ -59,7 +59,8 @@ class Photo:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def _sniff(data: bytes) -> str | None:
+def sniff(data: bytes) -> str | None:
+    """Image format from the first bytes (JPEG, PNG, WEBP, HEIF) or None."""
     if data[:3] == b"\xff\xd8\xff":
         return "JPEG"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -95,7 +96,7 @@ def decode(data: bytes, max_pixels: int | None = None, max_bytes: int | None = N
         raise ImageError("the file is empty", "empty")
     if len(data) > max_bytes:
         raise ImageError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB", "too_large")
-    fmt = _sniff(data)
+    fmt = sniff(data)
     if fmt is None:
         raise ImageError("not a JPEG, PNG, WebP or HEIC image (checked the file's content, not its name)",
                          "unsupported_type")
@@ -196,3 +197,6 @@ def encode(photo: Photo, rgb: np.ndarray | None = None, keep_gps: bool = False, 
     else:  # pragma: no cover
         raise ImageError(f"cannot write format {fmt}")
     return buf.getvalue()
+
+
+_sniff = sniff  # older name

@@ -50,7 +50,7 @@ def test_similarity_transform_recovers_a_known_one(rng):
 @pytest.mark.parametrize("size", [112, 150, 224])
 def test_alignment_puts_landmarks_on_the_template(detector, sample_path, size):
     p = read(sample_path(2))
-    f = detector.detect(p.rgb)[0]
+    f = max(detector.detect(p.rgb), key=lambda f: f.score)
     a = align(p.rgb, f.landmarks, size)
     mapped = f.landmarks @ a.matrix[:, :2].T + a.matrix[:, 2]
     assert a.crop.shape == (size, size, 3)
@@ -70,7 +70,7 @@ def test_unedited_round_trip_leaves_photo_identical(detector, sample_path):
 def test_paste_back_quality_matches_crop_quality(detector, sample_path, rng):
     """A change measured on the aligned crop is the change the photo gets (within 0.5 dB)."""
     p = read(sample_path(2))
-    f = detector.detect(p.rgb)[0]
+    f = max(detector.detect(p.rgb), key=lambda f: f.score)
     a = align(p.rgb, f.landmarks, 224)
     noise = cv2.GaussianBlur(rng.normal(0, 4, a.crop.shape).astype(np.float32), (0, 0), 1.0)
     edited = np.clip(a.crop.astype(np.float32) + noise, 0, 255).astype(np.uint8)
@@ -90,7 +90,7 @@ def test_paste_back_quality_matches_crop_quality(detector, sample_path, rng):
 
 def test_replace_mode_round_trip_is_close(detector, sample_path):
     p = read(sample_path(2))
-    f = detector.detect(p.rgb)[0]
+    f = max(detector.detect(p.rgb), key=lambda f: f.score)
     a = align(p.rgb, f.landmarks, 224)
     out = paste_back(p.rgb, a.crop, a, residual=False)
     from faceprov.faces.align import face_region
