@@ -698,6 +698,17 @@ class Repo:
                 raise InvalidInput(str(e)) from None
             return await self.db.vectors.search(s, rec, q, k, threshold)
 
+    async def rebuild_vector_index(self, recognizer: Any) -> None:
+        """Rebuild a recognizer's ANN index from scratch (use after a bulk load)."""
+        key = parse_recognizer(recognizer)
+        async with self.db.sessions() as s:
+            async with s.begin():
+                rec = (await s.execute(select(Recognizer).where(
+                    Recognizer.name == key[0], Recognizer.version == key[1]))).scalars().first()
+                if rec is None:
+                    raise NotFound(f"no embeddings for recognizer {key[0]}@{key[1]}")
+                await self.db.vectors.rebuild(s, rec)
+
     async def trace(self, *, sha256: str | None = None, image: Any = None,
                     pdq: str | None = None,
                     face_embeddings: Sequence[Mapping[Any, Any]] = (),

@@ -90,6 +90,9 @@ class VectorIndex:
                      threshold: float | None) -> list[Hit]:
         raise NotImplementedError
 
+    async def rebuild(self, session: "AsyncSession", rec: Recognizer) -> None:
+        pass
+
     async def flush(self) -> None:
         pass
 
@@ -127,13 +130,28 @@ class PgVectorIndex(VectorIndex):
         qtxt = "[" + ",".join(repr(float(x)) for x in q) + "]"
         # Literal dim and recognizer id: the planner only uses the partial HNSW index when
         # the expression and the predicate match it textually.
+        # Exact cosine distances come from PostgreSQL itself (float32 vectors as stored), so
+        # no vectors travel back for re-scoring.
         rows = (await conn.execute(text(
-            f"SELECT id, identity_id, embedding FROM identity_embeddings "
-            f"WHERE recognizer_id = {rid} "
+            f"SELECT id, identity_id, (embedding::vector({dim})) <=> CAST(:q AS vector({dim})) "
+            f"FROM identity_embeddings WHERE recognizer_id = {rid} "
             f"ORDER BY (embedding::vector({dim})) <=> CAST(:q AS vector({dim})) LIMIT {fetch}"
         ), {"q": qtxt})).all()
-        return _best_per_identity(
-            [(r[0], r[1], _pg_vec(r[2])) for r in rows], q, k, threshold)
+        best: dict[str, Hit] = {}
+        for emb_id, ident, dist in rows:
+            sc = 1.0 - float(dist)
+            if threshold is not None and sc < threshold:
+                continue
+            if ident not in best or sc > best[ident].score:
+                best[ident] = Hit(ident, sc, int(emb_id))
+        return sorted(best.values(), key=lambda h: (-h.score, h.identity_id))[:k]
+
+    async def rebuild(self, session, rec) -> None:
+        """Drop and re-create the recognizer's HNSW index (after a bulk load: building it in
+        one go is an order of magnitude faster than maintaining it row by row)."""
+        await session.execute(text(f"DROP INDEX IF EXISTS {self.index_name(int(rec.id))}"))
+        await session.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+        await self.ensure_recognizer(session, rec)
 
 
 def _pg_vec(v) -> np.ndarray:
@@ -357,6 +375,9 @@ class EmbeddedIndex(VectorIndex):
             if p is not None:
                 for f in p:
                     f.unlink(missing_ok=True)
+
+    async def rebuild(self, session, rec) -> None:
+        await self.removed(int(rec.id), [])  # drop; the next search rebuilds from SQL
 
     async def search(self, session, rec, q, k, threshold) -> list[Hit]:
         g = await self._sync(session, rec)

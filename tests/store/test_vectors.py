@@ -46,6 +46,11 @@ def test_topk_threshold_filter_and_recall(url):
             # the recognizer filter: B's space answers with B's nearest, not A's
             hb = await repo.search(RB, vb[42], k=1)
             assert hb[0].identity_id == ids[42] and hb[0].score > 0.999
+            # rebuilding the ANN index (after a bulk load) changes no answer
+            before = await repo.search(RA, va[7], k=5)
+            await repo.rebuild_vector_index(RA)
+            after = await repo.search(RA, va[7], k=5)
+            assert [h.identity_id for h in after] == [h.identity_id for h in before]
         finally:
             await repo.db.close()
     arun(go())
