@@ -42,6 +42,9 @@ app.add_typer(store_cli.provenance_app, name="provenance")
 from .commands import server_cli  # noqa: E402
 app.command("serve")(server_cli.serve)
 app.add_typer(server_cli.keys_app, name="keys")
+from .commands import recover_cli  # noqa: E402
+app.add_typer(recover_cli.swap_app, name="swap")
+train_app.command("ism")(recover_cli.train_ism)
 # --- end sub-apps ---
 
 
@@ -322,9 +325,16 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
           report: Optional[Path] = typer.Option(None, "--report", help="write an HTML protection report"),
           model: Optional[Path] = typer.Option(None, "--model", help="cloak model folder (default: shipped)"),
           keep_gps: bool = typer.Option(False, "--keep-gps", help="keep GPS EXIF (stripped by default)"),
+          db: Optional[str] = typer.Option(None, "--db", help="database URL that records each cloak "
+                                            "(default: FACEPROV_DB or the SQLite file under FACEPROV_HOME)"),
+          no_record: bool = typer.Option(False, "--no-record", help="do not record the cloaks"),
+          owner: Optional[str] = typer.Option(None, "--owner", help="owner of the records (default: your user name)"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Cloak every face in photos so recognizers and face-swap tools lose the identity."""
-    from .cloak.protect import NoFaceError, Protector
+    import asyncio
+    import getpass
+
+    from .cloak.protect import NoFaceError, Protector, face_embeddings
     from .cloak.report import protection_report, render_html
     from .faces.io import ImageError
 
@@ -339,40 +349,58 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     if report and many:
         report.mkdir(parents=True, exist_ok=True) if not report.suffix else None
     prot = Protector(model)
+    loop = asyncio.new_event_loop()
+    repo = None
+    if not no_record:
+        from .store.pipeline import record_protection
+        from .store.repo import open_repo
+
+        repo = loop.run_until_complete(open_repo(db, upgrade=True))
+        owner = owner or getpass.getuser() or "local"
+        loop.run_until_complete(repo.get_or_create_account(owner, "user"))
     results, failed = [], 0
-    with progress_bar() as cb:
-        for k, f in enumerate(files):
-            dest = output / f.name if many else output
-            try:
-                data = f.read_bytes() if f.exists() else None
-                if data is None:
-                    raise ImageError(f"{f}: no such file", "not_found")
-                res = prot.protect(data, strength=strength, refine=refine, keep_gps=keep_gps,
-                                   keep_crops=report is not None)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(dest.name + ".part")
-                tmp.write_bytes(res.data)
-                tmp.replace(dest)
-                doc = {"input": str(f), "output": str(dest), **res.summary()}
-                if report is not None:
-                    rep = protection_report(res, prot.detector)
-                    doc["report"] = rep
-                    rpath = (report / f"{f.stem}.html") if many else report
-                    rpath.write_text(render_html(rep, res, title=f"faceprov: {f.name}"))
-                    doc["report_html"] = str(rpath)
-                results.append(doc)
-                if not as_json:
-                    msg = f"{f} -> {dest}: {len(res.faces)} face(s) cloaked"
-                    if res.skipped:
-                        msg += f", {len(res.skipped)} skipped ({res.skipped[0]['reason']})"
+    try:
+        with progress_bar() as cb:
+            for k, f in enumerate(files):
+                dest = output / f.name if many else output
+                try:
+                    data = f.read_bytes() if f.exists() else None
+                    if data is None:
+                        raise ImageError(f"{f}: no such file", "not_found")
+                    res = prot.protect(data, strength=strength, refine=refine, keep_gps=keep_gps,
+                                       keep_crops=report is not None)
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = dest.with_name(dest.name + ".part")
+                    tmp.write_bytes(res.data)
+                    tmp.replace(dest)
+                    doc = {"input": str(f), "output": str(dest), **res.summary()}
+                    if repo is not None:
+                        rec_ = loop.run_until_complete(record_protection(
+                            repo, res, owner=owner, model_name="faceprov-cloak", embeddings=face_embeddings(res)))
+                        doc["record_id"] = rec_.id
                     if report is not None:
-                        msg += "; " + "; ".join(fr["summary"] for fr in doc["report"]["faces"])
-                    err.print(msg)
-            except (ImageError, NoFaceError) as e:
-                failed += 1
-                results.append({"input": str(f), "error": {"code": getattr(e, "code", "bad_image"), "message": str(e)}})
-                err.print(f"[yellow]{f}: {e}")
-            cb("cloak", k + 1, len(files))
+                        rep = protection_report(res, prot.detector)
+                        doc["report"] = rep
+                        rpath = (report / f"{f.stem}.html") if many else report
+                        rpath.write_text(render_html(rep, res, title=f"faceprov: {f.name}"))
+                        doc["report_html"] = str(rpath)
+                    results.append(doc)
+                    if not as_json:
+                        msg = f"{f} -> {dest}: {len(res.faces)} face(s) cloaked"
+                        if res.skipped:
+                            msg += f", {len(res.skipped)} skipped ({res.skipped[0]['reason']})"
+                        if report is not None:
+                            msg += "; " + "; ".join(fr["summary"] for fr in doc["report"]["faces"])
+                        err.print(msg)
+                except (ImageError, NoFaceError) as e:
+                    failed += 1
+                    results.append({"input": str(f), "error": {"code": getattr(e, "code", "bad_image"), "message": str(e)}})
+                    err.print(f"[yellow]{f}: {e}")
+                cb("cloak", k + 1, len(files))
+    finally:
+        if repo is not None:
+            loop.run_until_complete(repo.db.close())
+        loop.close()
     if as_json:
         emit_json(results[0] if not many else {"results": results, "failed": failed})
     if failed == len(files):

@@ -422,16 +422,7 @@ async def get_verification(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------------------- identities
 
-def registry_key(r) -> str:
-    """'name@version' as the store accepts it ([A-Za-z0-9_.:+-], at most 64 characters a part);
-    long version strings keep a readable head and a hash of the whole."""
-    import hashlib
-    import re
-
-    v = re.sub(r"[^A-Za-z0-9_.:+-]+", "_", r.version or "1").strip("_") or "1"
-    if len(v) > 64:
-        v = v[:51] + "-" + hashlib.sha256((r.version or "").encode()).hexdigest()[:12]
-    return f"{r.name}@{v}"
+from faceprov.recognizers.base import registry_key  # noqa: E402  (one definition, shared)
 
 
 def _embed_one(prot, data: bytes, names: tuple[str, ...], max_pixels: int, max_bytes: int) -> tuple[dict, list]:

@@ -108,3 +108,47 @@ def test_eval_identify_bad_tsv(tmp_path, lfw_root):
 def test_assets_list_json():
     rows = last_json(run("assets", "list", "--json", check_rc=0).stdout)
     assert {r["status"] for r in rows} == {"verified"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import torch
+
+    from faceprov.cloak.model import CloakConfig, CloakModel
+
+    torch.manual_seed(0)
+    m = CloakModel(CloakConfig(width=8, size=112, n_id=1, n_pert=1, n_feat=1, se_reduction=4))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    d = tmp_path_factory.mktemp("model")
+    m.save_pretrained(d, metadata={"version": "cli-test"})
+    return d
+
+
+def test_cloak_records_each_photo_and_reports(tmp_path, sample_path, tiny_model, bad_files):
+    db = f"sqlite:///{tmp_path / 'fp.db'}"
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(sample_path(1).read_bytes())
+    (src / "b.jpg").write_bytes((bad_files / "text.jpg").read_bytes())  # not an image: listed, not fatal
+    out = tmp_path / "out"
+    doc = last_json(run("cloak", src, "-o", out, "--model", tiny_model, "--db", db, "--owner", "carol",
+                        "--report", tmp_path / "reports", "--json", check_rc=0).stdout)
+    ok = [r for r in doc["results"] if "error" not in r]
+    assert doc["failed"] == 1 and len(ok) == 1 and len(ok[0]["faces"]) == 3
+    assert (out / "a.jpg").exists() and not (out / "b.jpg").exists()
+    assert (tmp_path / "reports" / "a.html").read_text().count("protected against") == 3
+    hist = last_json(run("audit", "history", "--owner", "carol", "--db", db, "--json", check_rc=0).stdout)
+    assert [h["id"] for h in hist] == [ok[0]["record_id"]]
+    assert hist[0]["output_sha256"] == ok[0]["output_sha256"]
+    import hashlib
+
+    assert hashlib.sha256((out / "a.jpg").read_bytes()).hexdigest() == ok[0]["output_sha256"]
+    assert "landmarks" not in json.dumps(hist)
+    run("audit", "verify-chain", "--db", db, check_rc=0)
+
+
+def test_cloak_bad_input_exit_code(tmp_path, tiny_model, bad_files):
+    p = run("cloak", bad_files / "truncated.jpg", "-o", tmp_path / "x.jpg", "--model", tiny_model, "--no-record")
+    assert p.returncode == 2 and "truncated" in p.stderr and not (tmp_path / "x.jpg").exists()

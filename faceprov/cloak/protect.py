@@ -64,7 +64,10 @@ class ProtectResult:
     def summary(self) -> dict:
         return {
             "format": self.format, "width": self.width, "height": self.height,
-            "faces": [f.__dict__ for f in self.faces], "skipped": self.skipped,
+            # landmarks stay out of summaries (they are stored in records): biometric detail
+            "faces": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)  # JSON has no inf
+                       for k, v in f.__dict__.items() if k != "landmarks"} for f in self.faces],
+            "skipped": self.skipped,
             "strength": self.strength, "refine": self.refine, "model_version": self.model_version,
             "input_sha256": self.input_sha256, "output_sha256": self.output_sha256,
             "output_bytes": len(self.data), "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
@@ -235,3 +238,32 @@ class Protector:
         cloaked = self.cloak_crops(prep.crops, prep.strength, refine)
         prep.timings["cloak"] = prep.timings.pop("align") + time.perf_counter() - t2
         return self.finish(prep, cloaked, keep_crops)
+
+
+# Recognizers whose embeddings of each cloaked person go to the registry: the port of dlib (the
+# most accurate here, fast) and faceres (another family), so a later verification can search both.
+REGISTRY_RECOGNIZERS = ("dlib", "faceres")
+
+
+def face_embeddings(result: ProtectResult, names=REGISTRY_RECOGNIZERS) -> list[dict]:
+    """Embeddings of the *original* faces of a protect result, one {registry key: vector} per face.
+    Unavailable recognizers are left out."""
+    from .. import recognizers as rec
+
+    if result.photo is None:
+        raise ValueError("the protect result carries no input photo")
+    out: list[dict] = [{} for _ in result.faces]
+    for n in names:
+        ok, _ = rec.available(n)
+        if not ok:
+            continue
+        r = rec.get(n)
+        crops = np.stack([_align(result.photo.rgb, np.asarray(f.landmarks, np.float32), r.input_size,
+                                 r.template).crop for f in result.faces])
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            e = r.embed(x).cpu().numpy()
+        for d, v in zip(out, e):
+            d[r.registry_key] = v
+    return out
+

@@ -68,6 +68,10 @@ class Recognizer(ABC):
         """Cosine-similarity threshold from LFW calibration (same person if sim >= threshold)."""
         return load_thresholds().get(self.name, {}).get("threshold")
 
+    @property
+    def registry_key(self) -> str:
+        return registry_key(self)
+
     def info(self) -> dict:
         return {
             "name": self.name,
@@ -79,6 +83,19 @@ class Recognizer(ABC):
             "threshold": self.threshold,
             "version": self.version,
         }
+
+
+def registry_key(r: "Recognizer") -> str:
+    """'name@version' as the store accepts it ([A-Za-z0-9_.:+-], at most 64 characters a part);
+    long version strings keep a readable head and a hash of the whole. Embeddings are stored and
+    searched under this key, so enrolment, cloak records and verification agree."""
+    import hashlib
+    import re
+
+    v = re.sub(r"[^A-Za-z0-9_.:+-]+", "_", r.version or "1").strip("_") or "1"
+    if len(v) > 64:
+        v = v[:51] + "-" + hashlib.sha256((r.version or "").encode()).hexdigest()[:12]
+    return f"{r.name}@{v}"
 
 
 def load_thresholds() -> dict:
