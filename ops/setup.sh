@@ -22,3 +22,15 @@ EXTRAS="server"
 $VPY -m pip install -q -e ".[${EXTRAS}]"
 # Pretrained files (verified by sha256, cached under FACEPROV_HOME).
 .venv/bin/faceprov assets fetch --all
+
+if [[ $WITH_TEST == 1 ]]; then
+  # Browser tests drive Debian's Chromium (Playwright's own browser download cannot work here).
+  if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+    if [[ $(id -u) == 0 ]]; then
+      apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+    else
+      sudo apt-get install -y -q chromium >/dev/null
+    fi
+  fi
+  (cd extension && npm ci --no-audit --no-fund --loglevel=error)
+fi
