@@ -24,28 +24,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..faces.align import similarity_transform
 from ..faces.templates import TEMPLATES, register_template, template
 
 
 def similarity_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src -> dst
-    (Umeyama 1991). Returns a 2x3 matrix M with dst ~= M @ [src, 1]."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    U, D, Vt = np.linalg.svd(cov)
-    S = np.eye(2)
-    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-        S[1, 1] = -1
-    R = U @ S @ Vt
-    var_s = (s0 ** 2).sum() / len(src)
-    if var_s <= 1e-9 or (d0 ** 2).sum() <= 1e-9:
+    """Least-squares similarity mapping src -> dst: the one in faces.align (Umeyama), refusing
+    degenerate (all-equal) point sets, which only a not-yet-measured template would give."""
+    if np.ptp(np.asarray(src, np.float64), axis=0).max() <= 1e-9 or \
+            np.ptp(np.asarray(dst, np.float64), axis=0).max() <= 1e-9:
         raise ValueError("degenerate template (all points equal); is the template measured yet?")
-    c = (D * np.diag(S)).sum() / var_s
-    t = mu_d - c * R @ mu_s
-    return np.concatenate([c * R, t[:, None]], 1)
+    return similarity_transform(src, dst)
 
 
 def _to3(m: np.ndarray) -> np.ndarray:
