@@ -100,3 +100,42 @@ def train_ism(swaps: list[Path] = typer.Option([], "--swaps", help="triplet fold
         raise typer.BadParameter("give at least one --swaps folder")
     res = run(cfg, out, resume=not no_resume, progress=not no_progress)
     _emit(res)
+
+
+def _train_recover(kind: str):
+    def command(swaps: list[Path] = typer.Option([], "--swaps", help="triplet folder(s) from `swap make` (repeat)"),
+                val_swaps: list[Path] = typer.Option([], "--val-swaps", help="held-out triplet folder(s) for eval"),
+                root: Optional[Path] = typer.Option(None, "--root",
+                                                     help="root of the triplets' source/target paths (default: LFW)"),
+                out: Path = typer.Option(Path(f"runs/{kind}"), "--out",
+                                          help="run folder: last.ckpt, model/, train.log.jsonl"),
+                preset: str = typer.Option("default", "--preset", help="default | tiny"),
+                sets: list[str] = typer.Option([], "--set", help=f"KEY=VALUE overrides, e.g. {kind}.depth=4"),
+                steps: Optional[int] = typer.Option(None, "--steps"),
+                device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda"),
+                no_resume: bool = typer.Option(False, "--no-resume"),
+                no_progress: bool = typer.Option(False, "--no-progress")) -> None:
+        from ..recover.train_recover import apply_overrides, preset as make_preset, train_recover as run
+
+        try:
+            cfg = apply_overrides(make_preset(kind, preset), list(sets))
+        except ValueError as e:
+            raise typer.BadParameter(str(e))
+        cfg.swaps = [str(s) for s in swaps] or cfg.swaps
+        cfg.val_swaps = [str(s) for s in val_swaps] or cfg.val_swaps
+        cfg.root = str(root) if root else cfg.root
+        if steps is not None:
+            cfg.steps = steps
+        if device:
+            cfg.device = device
+        if not cfg.swaps and not (out / "last.ckpt").exists():
+            raise typer.BadParameter("give at least one --swaps folder")
+        _emit(run(cfg, out, resume=not no_resume, progress=not no_progress))
+
+    command.__doc__ = {"dfrec": "Train DFREC (SIRM + TIRM) to restore source and target faces of a swap; resumable.",
+                       "drn": "Train DRN (disentangle-and-reverse) to restore source and target faces; resumable."}[kind]
+    return command
+
+
+train_dfrec = _train_recover("dfrec")
+train_drn = _train_recover("drn")
