@@ -18,7 +18,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColum
 from rich.table import Table
 
 err = Console(stderr=True)
-out = Console()
+# tables stay readable when piped to a file or a CI log (rich would fall back to 80 columns)
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="faceprov: cloak faces in photos, recover face swaps, keep provenance.")
@@ -226,11 +227,11 @@ def eval_recognizers_cmd(pairs: str = typer.Option("pairs.txt", "--pairs", help=
         t.add_column(c)
     for r in res["recognizers"]:
         if not r["available"]:
-            t.add_row(r["name"], "unavailable", r["reason"][:60], "", "", "")
+            t.add_row(r["name"], "unavailable", r["reason"].split(":")[0][:40], "", "", "")
             continue
         t.add_row(r["name"], f"{r['accuracy']:.4f}±{r['accuracy_std']:.4f}", f"{r['auc']:.4f}",
-                  f"{r['threshold']:.3f}", str(r.get("faces_per_s_forward", "")),
-                  str(r.get("faces_per_s_forward_backward", "")))
+                  f"{r['threshold']:.3f}", str(r.get("faces_per_s_forward") or "—"),
+                  str(r.get("faces_per_s_forward_backward") or "—"))
     out.print(t)
 
 
