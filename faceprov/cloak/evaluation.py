@@ -40,20 +40,24 @@ from .protect import Protector
 Progress = Callable[[str, int, int], None] | None
 
 
+# Recognizers that are literally the same network (the dlib port runs native dlib's weights).
+SAME_WEIGHTS = ({"dlib", "dlib-native"},)
+
+
 def side_of(r: rec.Recognizer, white: list[str]) -> str:
     """white box (in a loss) / same weights (dlib-native when dlib is in a loss) /
     related (another model of a family in a loss, e.g. faceres-deep) / black box."""
     if r.name in white:
         return "white box"
-    wf = {}
+    if any({r.name, w} <= group for group in SAME_WEIGHTS for w in white):
+        return "same weights"
+    families = set()
     for w in white:
         try:
-            wf[rec.get(w).family] = w
-        except Exception:  # noqa: BLE001
+            families.add(rec.get(w).family)
+        except Exception:  # noqa: BLE001 - an unavailable white-box recognizer has no family here
             continue
-    if r.family in wf:
-        return "same weights" if r.name.startswith(wf[r.family]) else "related"
-    return "black box"
+    return "related" if r.family in families else "black box"
 
 
 def _jpeg(rgb: np.ndarray, q: int = 75) -> np.ndarray:

@@ -114,7 +114,8 @@ class Protector:
         self.min_score = min_score
         self.refine_recognizers = refine_recognizers
         meta = getattr(self.model, "metadata", {}) or {}
-        self.model_version = str(meta.get("version") or meta.get("name") or f"cloak-w{self.model.config.width}")
+        self.model_version = str(meta.get("version") or meta.get("name") or
+                                 f"cloak-w{self.model.config.width}" + (f"-step{meta['step']}" if "step" in meta else ""))
 
     @property
     def size(self) -> int:
