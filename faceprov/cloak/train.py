@@ -98,6 +98,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True                    # bf16 autocast for the cloak net + discriminator on CUDA
     threads: int = 1                    # torch CPU threads
+    init_from: str | None = None        # warm start: a model folder (e.g. faceprov/weights/cloak-wip)
+                                        # whose weights start a new run (optimisers start fresh)
     seed: int = 0
 
     @classmethod
@@ -417,6 +419,13 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
             torch.set_rng_state(rs["torch"])
         log.write({"kind": "info", "msg": f"resumed from step {step}"})
     else:
+        if cfg.init_from:
+            init = CloakModel.from_pretrained(cfg.init_from)
+            if init.config.to_dict() != mcfg.to_dict():
+                raise ValueError(f"init_from {cfg.init_from}: its model config differs from this run's")
+            model.load_state_dict(init.state_dict())
+            log.write({"kind": "info", "msg": f"warm start from {cfg.init_from} "
+                       f"(trained {getattr(init, 'metadata', {}).get('step')} steps)"})
         log.write({"kind": "info", "msg": "start", "parameters": model.num_parameters(),
                    "device": str(dev), "train_images": len(data), "white_box": list(recs),
                    "eval": list(evrecs)})

@@ -91,3 +91,22 @@ def test_set_option_and_roundtrip():
         set_option(cfg, "identity.nonsense", "1")
     back = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert back == cfg
+
+
+def test_warm_start_from_a_model_folder(tmp_path, tiny_recs, tiny_eval_recs):
+    first = tmp_path / "first"
+    train(TrainConfig.tiny(steps=2), first, progress=False, recognizers=tiny_recs, eval_recognizers=tiny_eval_recs)
+    src = CloakModel.from_pretrained(first / "model")
+    cfg = TrainConfig.tiny(steps=1, ckpt_every=1, init_from=str(first / "model"), lr=0.0)
+    second = tmp_path / "second"
+    train(cfg, second, progress=False, recognizers=tiny_recs, eval_recognizers=tiny_eval_recs)
+    assert any("warm start" in r.get("msg", "") for r in _log(second))
+    # learning rate 0: the weights after one step are the warm-start weights
+    got = dict(CloakModel.from_pretrained(second / "model").named_parameters())
+    assert all(torch.equal(v, got[k]) for k, v in src.named_parameters())
+    fresh = dict(CloakModel(src.config).named_parameters())
+    assert not all(torch.equal(v, fresh[k]) for k, v in src.named_parameters())
+    bad = TrainConfig.tiny(steps=1, init_from=str(first / "model"))
+    bad.model.width = 16
+    with pytest.raises(ValueError, match="differs"):
+        train(bad, tmp_path / "third", progress=False, recognizers=tiny_recs, eval_recognizers=tiny_eval_recs)
