@@ -5,9 +5,11 @@ ThreatExchange/HMA use). Two images match at Hamming distance <= 31 (`MATCH_DIST
 
 `PDQIndex` is a multi-index hash (Norouzi et al.): the 256 bits are cut into 16 chunks of 16
 bits; two hashes within distance 31 agree on at least one chunk up to one bit (pigeonhole:
-16 chunks x 2 bits = 32 > 31), so a lookup probes 16 x 17 buckets through sorted arrays, and
-checks the few thousand candidates exactly with popcount. Results are exact (same as a brute
-force scan) for any max_distance <= 31; larger radii fall back to the scan.
+16 chunks x 2 bits = 32 > 31), so a lookup probes 16 x 17 buckets of a counting-sorted table
+and checks the ~4 k candidates (at 1 M random hashes) exactly with one vectorised gather +
+popcount; `query_many` does that for up to 64 queries per numpy pass. Results are exact (same
+as a brute force scan, same order) for any max_distance <= 31; larger radii fall back to the
+scan. A full numpy scan costs ~20 ms per query at 1 M (32 MB), the index ~0.1-0.2 ms.
 """
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
     x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+    return ((x * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.uint8)
 
 
 def _chunks(words: np.ndarray) -> np.ndarray:
@@ -119,20 +121,45 @@ def _chunks(words: np.ndarray) -> np.ndarray:
     return words.astype(">u8").view(">u2").astype(np.uint16).reshape(-1, _NCHUNK)
 
 
-_FLIPS = np.array([0] + [1 << b for b in range(16)], dtype=np.uint16)
+_FLIPS = np.array([0] + [1 << b for b in range(16)], dtype=np.uint32)
+_CHUNK_TAG = (np.arange(_NCHUNK, dtype=np.uint32) << 16)[:, None]  # (16, 1)
+
+
+def _popsum(x: np.ndarray) -> np.ndarray:
+    """Hamming weight of each row of an (M, 4) uint64 array, as int16 (0..256).
+    Column adds: ~8x faster than ``.sum(axis=1)`` on such narrow rows."""
+    c = _popcount(x)
+    d = c[:, 0].astype(np.int16)
+    d += c[:, 1]
+    d += c[:, 2]
+    d += c[:, 3]
+    return d
 
 
 class PDQIndex:
-    """In-memory exact PDQ range search, ids are caller-chosen integers."""
+    """In-memory exact PDQ range search, ids are caller-chosen integers.
+
+    Layout (n hashes): `words` (n, 4) uint64; for each of the 16 chunk positions the row
+    numbers sorted by that chunk's value, all in one int32 array `_order` (16 n), and a bucket
+    table `_start` (16 x 65536 + 1, int32): rows whose chunk c has value v are
+    ``_order[_start[c << 16 | v] : _start[(c << 16 | v) + 1]]``. A lookup probes the 16 x 17
+    buckets within one bit of the query's chunks (~4 k candidates at 1 M random hashes),
+    gathers the candidates' words with one `take` and checks them with a vectorised popcount;
+    a batch of queries does all of that in one pass (better memory-level parallelism, a
+    fixed numpy overhead per batch instead of per query). Rows added since the last re-sort
+    (at most `_TAIL`) are scanned by brute force. Results are sorted by (distance, row), the
+    same order as `query_brute`.
+    """
 
     _TAIL = 4096  # unsorted tail scanned by brute force before a re-sort
+    _BATCH = 64  # queries per vectorised pass (keeps the candidate arrays cache-sized)
 
     def __init__(self) -> None:
         self.ids = np.zeros(0, dtype=np.int64)
         self.words = np.zeros((0, 4), dtype=np.uint64)
         self._sorted_n = 0
-        self._start = np.zeros(0, dtype=np.int64)
-        self._order = np.zeros(0, dtype=np.int64)
+        self._start = np.zeros(0, dtype=np.int32)
+        self._order = np.zeros(0, dtype=np.int32)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -142,62 +169,102 @@ class PDQIndex:
             raise ValueError("ids and hashes differ in length")
         if len(ids) == 0:
             return
-        self.ids = np.concatenate([self.ids, np.asarray(ids, dtype=np.int64)])
-        self.words = np.concatenate([self.words, _words(hashes)])
+        self.add_words(np.asarray(ids, dtype=np.int64), _words(hashes))
+
+    def add_words(self, ids: np.ndarray, words: np.ndarray) -> None:
+        """`add` for (n,) int64 ids and (n, 4) uint64 big-endian words (no hex parsing)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        words = np.asarray(words, dtype=np.uint64).reshape(-1, 4)
+        if ids.shape[0] != words.shape[0]:
+            raise ValueError("ids and hashes differ in length")
+        self.ids = np.concatenate([self.ids, ids])
+        self.words = np.concatenate([self.words, words])
         if len(self) - self._sorted_n > self._TAIL:
             self._resort()
 
     def _resort(self) -> None:
+        n = len(self)
+        if n >= 2**31:  # pragma: no cover
+            raise ValueError("PDQIndex holds at most 2**31 - 1 hashes")
         ch = _chunks(self.words).T  # (16, N)
-        order = np.argsort(ch, axis=1, kind="stable")
-        vals = np.take_along_axis(ch, order, axis=1).astype(np.uint32)
-        # One globally sorted key array: chunk number in the high 16 bits, chunk value low.
-        keys = (vals | (np.arange(_NCHUNK, dtype=np.uint32)[:, None] << 16)).ravel()
-        # Bucket table: rows of key k are self._order[self._start[k]:self._start[k + 1]].
-        self._start = np.searchsorted(keys, np.arange(_NCHUNK * 65536 + 1, dtype=np.int64))
-        self._order = order.ravel()
-        self._sorted_n = len(self)
+        order = np.argsort(ch, axis=1, kind="stable")  # radix sort on uint16
+        # Bucket table from the per-chunk value counts (no global sort needed).
+        counts = np.zeros(_NCHUNK * 65536 + 1, dtype=np.int64)
+        keys = (ch.astype(np.uint32) | _CHUNK_TAG).ravel()
+        counts[1:] = np.bincount(keys, minlength=_NCHUNK * 65536)
+        # Row i of chunk c sits at c * n + rank within that chunk's sorted order.
+        self._start = np.cumsum(counts).astype(np.int32 if 16 * n < 2**31 else np.int64)
+        self._order = order.astype(np.int32).ravel()
+        self._sorted_n = n
 
-    def _candidates(self, q: np.ndarray, radius: int) -> np.ndarray:
-        parts = [np.arange(self._sorted_n, len(self))]
+    def _search(self, qs: np.ndarray, max_distance: int) -> list[list[tuple[int, int]]]:
+        """Exact range search for (B, 4) uint64 query words, max_distance <= 31."""
+        b = qs.shape[0]
+        out: list[list[tuple[int, int]]] = [[] for _ in range(b)]
+        if b == 0 or len(self) == 0:
+            return out
+        qid_parts, row_parts, d_parts = [], [], []
         if self._sorted_n:
-            qc = _chunks(q[None, :])[0].astype(np.uint32)
-            flips = _FLIPS[: 1 + 16 * radius].astype(np.uint32)
-            probes = ((qc[:, None] ^ flips[None, :])
-                      | (np.arange(_NCHUNK, dtype=np.uint32)[:, None] << 16)).ravel()
+            radius = max_distance // _NCHUNK  # 0 or 1
+            qc = _chunks(qs).astype(np.uint32)  # (B, 16)
+            flips = _FLIPS[: 1 + 16 * radius]
+            probes = ((qc[:, :, None] ^ flips) | _CHUNK_TAG).reshape(-1)  # (B * 16 * P,)
             lo = self._start[probes]
             lens = self._start[probes + 1] - lo
             total = int(lens.sum())
             if total:
-                starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
-                parts.append(self._order[np.arange(total) + starts])
-        return np.concatenate(parts)
+                # position j of the flattened candidate list -> lo[probe] + (j - first[probe])
+                pos = np.arange(total, dtype=lens.dtype)
+                pos += np.repeat(lo - (np.cumsum(lens) - lens), lens)
+                rows = self._order.take(pos)
+                per_q = probes.shape[0] // b
+                if b == 1:
+                    d = _popsum(self.words.take(rows, axis=0) ^ qs[0])
+                    keep = np.flatnonzero(d <= max_distance)
+                    qid_parts.append(np.zeros(keep.size, dtype=np.int64))
+                else:
+                    qlen = lens.reshape(b, per_q).sum(axis=1)
+                    qid = np.repeat(np.arange(b), qlen)
+                    d = _popsum(self.words.take(rows, axis=0) ^ qs.take(qid, axis=0))
+                    keep = np.flatnonzero(d <= max_distance)
+                    qid_parts.append(qid[keep])
+                row_parts.append(rows[keep].astype(np.int64))
+                d_parts.append(d[keep])
+        if self._sorted_n < len(self):  # the unsorted tail, by brute force
+            tail = self.words[self._sorted_n:]
+            for i in range(b):
+                d = _popsum(tail ^ qs[i])
+                keep = np.flatnonzero(d <= max_distance)
+                qid_parts.append(np.full(keep.size, i, dtype=np.int64))
+                row_parts.append(keep.astype(np.int64) + self._sorted_n)
+                d_parts.append(d[keep])
+        if not row_parts:
+            return out
+        qid = np.concatenate(qid_parts)
+        row = np.concatenate(row_parts)
+        d = np.concatenate(d_parts)
+        if row.size == 0:
+            return out
+        o = np.lexsort((row, d, qid))
+        qid, row, d = qid[o], row[o], d[o]
+        # a stored hash close to the query is found through several chunks: keep it once
+        first = np.ones(row.size, dtype=bool)
+        first[1:] = (qid[1:] != qid[:-1]) | (row[1:] != row[:-1])
+        ids = self.ids.take(row[first]).tolist()
+        for q, i, dist in zip(qid[first].tolist(), ids, d[first].tolist()):
+            out[q].append((i, dist))
+        return out
 
     def query(self, h: str, max_distance: int = MATCH_DISTANCE) -> list[tuple[int, int]]:
         """[(id, distance)] of stored hashes within max_distance, nearest first."""
         if not 0 <= max_distance <= 256:
             raise ValueError("max_distance must be within 0..256")
-        q = _words([h])[0]
+        q = _words([h])
         if len(self) == 0:
             return []
         if max_distance >= 2 * _NCHUNK:
-            cand = np.arange(len(self))
-        else:
-            cand = self._candidates(q, max_distance // _NCHUNK)
-        if cand.size == 0:
-            return []
-        x = _popcount(self.words[cand] ^ q[None, :])
-        d = x[:, 0].astype(np.int32) + x[:, 1] + x[:, 2] + x[:, 3]
-        keep = d <= max_distance
-        cand, d = cand[keep], d[keep]
-        o = np.argsort(d, kind="stable")
-        out, seen = [], set()
-        for i in o:  # a candidate found through several chunks appears more than once
-            c = int(cand[i])
-            if c not in seen:
-                seen.add(c)
-                out.append((int(self.ids[c]), int(d[i])))
-        return out
+            return self.query_brute(h, max_distance)
+        return self._search(q, max_distance)[0]
 
     def query_many(
         self, hashes: Sequence[str], max_distance: int = MATCH_DISTANCE
@@ -205,44 +272,24 @@ class PDQIndex:
         """`query` for a batch of hashes, vectorised (much higher throughput)."""
         if not 0 <= max_distance < 2 * _NCHUNK:
             return [self.query(h, max_distance) for h in hashes]
-        hashes = list(hashes)
-        if len(hashes) > 32:  # keep the candidate arrays cache-sized
-            return [r for i in range(0, len(hashes), 32)
-                    for r in self.query_many(hashes[i:i + 32], max_distance)]
-        qs = _words(hashes)
-        out: list[list[tuple[int, int]]] = [[] for _ in range(len(qs))]
-        if len(self) == 0 or len(qs) == 0:
-            return out
-        if len(self) > self._sorted_n:
-            self._resort()
-        radius = max_distance // _NCHUNK
-        qc = _chunks(qs).astype(np.uint32)  # (B, 16)
-        flips = _FLIPS[: 1 + 16 * radius].astype(np.uint32)
-        probes = ((qc[:, :, None] ^ flips[None, None, :])
-                  | (np.arange(_NCHUNK, dtype=np.uint32)[None, :, None] << 16)).reshape(len(qs), -1)
-        lo = self._start[probes].ravel()
-        lens = self._start[probes + 1].ravel() - lo
-        total = int(lens.sum())
-        if total == 0:
-            return out
-        starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
-        cand = self._order[np.arange(total) + starts]
-        qid = np.repeat(np.arange(len(qs)).repeat(probes.shape[1]), lens)
-        x = _popcount(self.words[cand] ^ qs[qid])
-        d = x[:, 0].astype(np.int32) + x[:, 1] + x[:, 2] + x[:, 3]
-        keep = np.nonzero(d <= max_distance)[0]
-        for i in keep[np.lexsort((d[keep], qid[keep]))]:
-            r = out[int(qid[i])]
-            hit = (int(self.ids[cand[i]]), int(d[i]))
-            if hit not in r:
-                r.append(hit)
+        return self.query_words(_words(list(hashes)), max_distance)
+
+    def query_words(self, qs: np.ndarray, max_distance: int = MATCH_DISTANCE
+                    ) -> list[list[tuple[int, int]]]:
+        """`query_many` for (B, 4) uint64 big-endian query words (no hex parsing)."""
+        if not 0 <= max_distance < 2 * _NCHUNK:
+            raise ValueError("query_words supports max_distance within 0..31")
+        qs = np.asarray(qs, dtype=np.uint64).reshape(-1, 4)
+        out: list[list[tuple[int, int]]] = []
+        for i in range(0, qs.shape[0], self._BATCH):
+            out += self._search(qs[i:i + self._BATCH], max_distance)
         return out
 
     def query_brute(self, h: str, max_distance: int = MATCH_DISTANCE) -> list[tuple[int, int]]:
         if len(self) == 0:
             return []
         q = _words([h])[0]
-        d = _popcount(self.words ^ q[None, :]).sum(axis=1)
+        d = _popsum(self.words ^ q[None, :])
         idx = np.nonzero(d <= max_distance)[0]
         o = idx[np.argsort(d[idx], kind="stable")]
         return [(int(self.ids[i]), int(d[i])) for i in o]

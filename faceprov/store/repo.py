@@ -686,6 +686,18 @@ class Repo:
                                           and -1.0 <= float(threshold) <= 1.0):
             raise InvalidInput("threshold must be a cosine similarity within -1..1")
         key = parse_recognizer(recognizer)
+        vectors = self.db.vectors
+        if not vectors.needs_session:
+            # PostgreSQL: one statement on its own connection, no ORM session or transaction
+            # (recognizer id/dim cached: recognizers are never deleted or re-sized).
+            rec = await vectors.recognizer(key)
+            if rec is None:
+                return []
+            try:
+                q = as_unit(vector, rec.dim)
+            except ValueError as e:
+                raise InvalidInput(str(e)) from None
+            return await vectors.search(None, rec, q, k, threshold)
         async with self.read() as s:
             rec = (await s.execute(select(Recognizer.id, Recognizer.dim, Recognizer.generation)
                                    .where(Recognizer.name == key[0],

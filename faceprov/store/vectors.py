@@ -73,9 +73,14 @@ def _best_per_identity(rows, q: np.ndarray, k: int, threshold: float | None) -> 
 
 class VectorIndex:
     """Interface; `Repo` calls `ensure_recognizer` inside the registering transaction,
-    `added`/`removed` after a commit, and `search` inside a read session."""
+    `added`/`removed` after a commit, and `search` inside a read session (or, where
+    `needs_session` is false, with session None, after `recognizer(key)`)."""
 
     name = "base"
+    needs_session = True
+
+    async def recognizer(self, key: tuple[str, str]) -> "RecognizerRef | None":
+        raise NotImplementedError
 
     async def ensure_recognizer(self, session: "AsyncSession", rec: Recognizer) -> None:
         pass
@@ -100,13 +105,34 @@ class VectorIndex:
         await self.flush()
 
 
-class PgVectorIndex(VectorIndex):
-    name = "pgvector-hnsw"
+@dataclass(frozen=True)
+class RecognizerRef:
+    """What a search needs of a recognizer row (recognizers are never deleted or re-sized,
+    so this can be cached once read from committed data)."""
+    id: int
+    dim: int
+    generation: int = 0
 
-    def __init__(self, ef_search: int = 100, m: int = 16, ef_construction: int = 64):
+
+class PgVectorIndex(VectorIndex):
+    """pgvector HNSW. A search is ONE statement on a pooled connection in autocommit (no
+    BEGIN/COMMIT, no ORM session, the recognizer's id/dim cached): on a busy 2-core host every
+    extra client/server round trip is another chance to lose the CPU for a scheduler slice,
+    which is what the p99 was made of. Exact cosine distances of the HNSW candidates come
+    from PostgreSQL itself (the stored float32 vectors), so nothing is re-scored client-side."""
+
+    name = "pgvector-hnsw"
+    #: Repo.search may call `search(None, ...)`: this index opens its own connection.
+    needs_session = False
+
+    def __init__(self, db: "Database | None" = None, ef_search: int = 100, m: int = 16,
+                 ef_construction: int = 64):
+        self.db = db
         self.ef_search = int(ef_search)
         self.m = int(m)
         self.ef_construction = int(ef_construction)
+        self._recs: dict[tuple[str, str], RecognizerRef] = {}
+        self._sql: dict[tuple[int, int, int], str] = {}
 
     @staticmethod
     def index_name(rec_id: int) -> str:
@@ -121,28 +147,60 @@ class PgVectorIndex(VectorIndex):
             f"WHERE recognizer_id = {rid}"
         ))
 
+    async def recognizer(self, key: tuple[str, str]) -> RecognizerRef | None:
+        """The recognizer's id and dim (cached; None, not cached, when it does not exist)."""
+        ref = self._recs.get(key)
+        if ref is None:
+            async with self.db.sessions() as s:
+                row = (await s.execute(select(Recognizer.id, Recognizer.dim)
+                                       .where(Recognizer.name == key[0],
+                                              Recognizer.version == key[1]))).first()
+            if row is None:
+                return None
+            ref = self._recs[key] = RecognizerRef(int(row.id), int(row.dim))
+        return ref
+
+    def _query(self, rid: int, dim: int, fetch: int) -> str:
+        key = (rid, dim, fetch)
+        sql = self._sql.get(key)
+        if sql is None:
+            # Literal dim and recognizer id: the planner only uses the partial HNSW index when
+            # the expression and the predicate match it textually. The query vector travels
+            # as a binary float4[] (no 128-float text to format and parse).
+            sql = self._sql[key] = (
+                f"SELECT id, identity_id, (embedding::vector({dim})) <=> $1::real[]::vector({dim}) "
+                f"FROM identity_embeddings WHERE recognizer_id = {rid} "
+                f"ORDER BY (embedding::vector({dim})) <=> $1::real[]::vector({dim}) LIMIT {fetch}")
+        return sql
+
     async def search(self, session, rec, q, k, threshold) -> list[Hit]:
         rid, dim = int(rec.id), int(rec.dim)
         fetch = min(max(4 * k, 40), MAX_K * 4)
-        conn = await session.connection()
-        if fetch > self.ef_search:  # connections start with ef_search = self.ef_search
-            await conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(fetch)}"))
-        qtxt = "[" + ",".join(repr(float(x)) for x in q) + "]"
-        # Literal dim and recognizer id: the planner only uses the partial HNSW index when
-        # the expression and the predicate match it textually.
-        # Exact cosine distances come from PostgreSQL itself (float32 vectors as stored), so
-        # no vectors travel back for re-scoring.
-        rows = (await conn.execute(text(
-            f"SELECT id, identity_id, (embedding::vector({dim})) <=> CAST(:q AS vector({dim})) "
-            f"FROM identity_embeddings WHERE recognizer_id = {rid} "
-            f"ORDER BY (embedding::vector({dim})) <=> CAST(:q AS vector({dim})) LIMIT {fetch}"
-        ), {"q": qtxt})).all()
+        sql = self._query(rid, dim, fetch)
+        qlist = np.asarray(q, dtype=np.float32).tolist()
+        if session is None:
+            # A pooled connection, used through asyncpg directly: one round trip, autocommit
+            # (a single SELECT sees one snapshot anyway), asyncpg's prepared-statement cache.
+            async with self.db.engine.connect() as c:
+                raw = (await c.get_raw_connection()).driver_connection
+                if fetch > self.ef_search:  # connections start with ef_search = self.ef_search
+                    async with raw.transaction(readonly=True):
+                        await raw.execute(f"SET LOCAL hnsw.ef_search = {int(fetch)}")
+                        rows = await raw.fetch(sql, qlist)
+                else:
+                    rows = await raw.fetch(sql, qlist)
+        else:  # inside the caller's transaction
+            conn = await session.connection()
+            if fetch > self.ef_search:
+                await conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(fetch)}"))
+            rows = (await conn.exec_driver_sql(sql, (qlist,))).all()
         best: dict[str, Hit] = {}
         for emb_id, ident, dist in rows:
             sc = 1.0 - float(dist)
             if threshold is not None and sc < threshold:
                 continue
-            if ident not in best or sc > best[ident].score:
+            h = best.get(ident)
+            if h is None or sc > h.score:
                 best[ident] = Hit(ident, sc, int(emb_id))
         return sorted(best.values(), key=lambda h: (-h.score, h.identity_id))[:k]
 
@@ -394,7 +452,7 @@ class EmbeddedIndex(VectorIndex):
 
 def make_index(db: "Database", index_dir: Path | None = None) -> VectorIndex:
     if db.backend == "postgresql":
-        return PgVectorIndex()
+        return PgVectorIndex(db)
     if index_dir is None:
         from .db import sqlite_path
 

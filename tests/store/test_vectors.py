@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from faceprov.store.db import Database
 from faceprov.store.repo import Repo, open_repo
@@ -129,4 +130,35 @@ def test_exact_numpy_fallback(tmp_path):
         await repo.forget(ids[3])
         assert ids[3] not in {h.identity_id for h in await repo.search(RA, va[3], 3)}
         await d.close()
+    arun(go())
+
+
+def test_search_paths_large_k_unknown_recognizer_and_forget(url):
+    """Both backends: a recognizer unknown at the first search is found once it exists (no
+    negative caching), k above PostgreSQL's default ef_search (the SET LOCAL path) returns k
+    exact-ordered hits, a wrong dimension is a clear error, a forgotten identity is gone."""
+    from faceprov.store.db import InvalidInput
+
+    rng = np.random.default_rng(11)
+
+    async def go():
+        repo = await open_repo(url)
+        try:
+            assert await repo.search("late@1", unit(rng, 64), k=5) == []
+            await repo.create_account("bob")
+            va = np.stack([unit(rng, 64) for _ in range(60)])
+            ids = await repo.enrol_many("bob", [(None, {"late@1": v}) for v in va])
+            q = va[5] + 0.3 * unit(rng, 64)
+            q /= np.linalg.norm(q)
+            hits = await repo.search("late@1", q, k=30)
+            exact = [ids[i] for i in np.argsort(-(va @ q))[:30]]
+            assert [h.identity_id for h in hits] == exact
+            assert all(abs(h.score - float(va[ids.index(h.identity_id)] @ q)) < 1e-5
+                       for h in hits)
+            with pytest.raises(InvalidInput):
+                await repo.search("late@1", unit(rng, 63), k=5)
+            await repo.forget(ids[5])
+            assert ids[5] not in {h.identity_id for h in await repo.search("late@1", q, k=30)}
+        finally:
+            await repo.db.close()
     arun(go())
