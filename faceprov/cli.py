@@ -48,6 +48,7 @@ app.add_typer(recover_cli.swap_app, name="swap")
 train_app.command("ism")(recover_cli.train_ism)
 train_app.command("dfrec")(recover_cli.train_dfrec)
 train_app.command("drn")(recover_cli.train_drn)
+train_app.command("drfsi")(recover_cli.train_drfsi)
 # --- end sub-apps ---
 
 

@@ -1,9 +1,12 @@
-"""CLI of face-swap data and recovery training: `faceprov swap make`, `faceprov train ism`.
+"""CLI of face-swap data and recovery training: `faceprov swap make`, `faceprov train ism|dfrec|drn|drfsi`.
 
 Registered in faceprov/cli.py:
 
     app.add_typer(recover_cli.swap_app, name="swap")
     train_app.command("ism")(recover_cli.train_ism)
+    train_app.command("dfrec")(recover_cli.train_dfrec)
+    train_app.command("drn")(recover_cli.train_drn)
+    train_app.command("drfsi")(recover_cli.train_drfsi)
 
 Progress bars go to stderr; with --json the JSON document is the last thing on stdout.
 """
@@ -133,9 +136,12 @@ def _train_recover(kind: str):
         _emit(run(cfg, out, resume=not no_resume, progress=not no_progress))
 
     command.__doc__ = {"dfrec": "Train DFREC (SIRM + TIRM) to restore source and target faces of a swap; resumable.",
-                       "drn": "Train DRN (disentangle-and-reverse) to restore source and target faces; resumable."}[kind]
+                       "drn": "Train DRN (disentangle-and-reverse) to restore source and target faces; resumable.",
+                       "drfsi": "Train DRFSI (conditional diffusion + AttributeNet) to restore source and target "
+                                "faces; resumable."}[kind]
     return command
 
 
 train_dfrec = _train_recover("dfrec")
 train_drn = _train_recover("drn")
+train_drfsi = _train_recover("drfsi")

@@ -1,4 +1,4 @@
-"""Training losses for the recovery models (DFREC and DRN).
+"""Training losses for the recovery models (DFREC, DRN and DRFSI).
 
 Shared terms
   identity     over white-box recognizers (default `dlib` + `faceres`; `mobileface` is refused:
@@ -31,6 +31,15 @@ distance whatever D is):
   attr         |E_attr(I_fake) - E_attr(I_target)|       the fake keeps the target's attributes
   face_id      the shared identity loss on the generated faces (not in the paper; 0 disables)
 each over both sides (target = the paper's "original" face, and source).
+
+DRFSI terms (DRFSI eq. 4-7; `drfsi_loss`), per side (target: positive = true target, negative =
+true source; source: the other way round), x0_hat = the one-step estimate from the predicted noise:
+  diffusion    |eps - eps_theta(x_t, t, fake, side)|_1          (eq. 4 with l = 1)
+  id           the shared identity loss above on x0_hat vs the true face (eq. 5 is its embedding
+               term: 1 - cos(E(I), E(I_hat)))
+  cil          contrastive identity (eq. 6): 2 - max(cos(E(I_hat), E(I_pos)) - cos(E(I_hat), E(I_neg))
+               - margin, 0), mean over recognizers
+  L = diffusion + beta_1 id + beta_2 cil, beta_1 = beta_2 = 10 (the paper's values)
 """
 from __future__ import annotations
 
@@ -104,19 +113,53 @@ class RecognizerIdentityLoss:
         return {n: self._run(n, x)[0] for n in self.recognizers}
 
     def __call__(self, pred: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        total, per = pred.new_zeros(()), {}
+        total, _, per = self.with_contrast(pred, real)
+        return total, per
+
+    def with_contrast(self, pred: torch.Tensor, real: torch.Tensor, negative: torch.Tensor | None = None,
+                      margin: float = 0.0, mode: str = "paper") -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """(identity loss as `__call__`, contrastive identity loss, per-recognizer identity) with
+        one pass of `pred` through each recognizer. The contrastive term (DRFSI eq. 6, see
+        `drfsi_loss`) needs `negative` (the face `pred` must not look like); 0 without it."""
+        if mode not in CIL_MODES:
+            raise ValueError(f"unknown contrastive mode {mode!r} ({' | '.join(CIL_MODES)})")
+        total, cil, per = pred.new_zeros(()), pred.new_zeros(()), {}
         for n in self.recognizers:
             with torch.no_grad():
                 e0, f0 = self._run(n, real)
+                en = self._run(n, negative)[0] if negative is not None else None
             e, f = self._run(n, pred)
-            li = (1 - (e * e0.to(e.device)).sum(1)).mean()
+            pos = (e * e0.to(e.device)).sum(1)
+            li = (1 - pos).mean()
             if f and self.feature_weight > 0:
                 lf = torch.stack([(1 - F.cosine_similarity(a.flatten(1).float(), b.flatten(1).float(), dim=1)).mean()
                                   for a, b in zip(f, f0)]).mean()
                 li = li + self.feature_weight * lf
             per[n] = li
             total = total + li
-        return total / max(1, len(self.recognizers)), {k: float(v.detach()) for k, v in per.items()}
+            if en is not None:
+                cil = cil + contrastive_identity(pos, (e * en.to(e.device)).sum(1), margin, mode).mean()
+        nr = max(1, len(self.recognizers))
+        return total / nr, cil / nr, {k: float(v.detach()) for k, v in per.items()}
+
+
+CIL_MODES = ("paper", "triplet")
+
+
+def contrastive_identity(pos: torch.Tensor, neg: torch.Tensor, margin: float = 0.0,
+                         mode: str = "paper") -> torch.Tensor:
+    """Per-sample contrastive identity loss from cos(anchor, positive) and cos(anchor, negative).
+
+    paper    2 - max(pos - neg - margin, 0)     DRFSI eq. 6 as printed: in [margin, 2]; no gradient
+                                                while pos - neg <= margin
+    triplet  max(neg - pos + margin, 0)         the triplet loss the paper cites ([14]); no gradient
+                                                once pos - neg >= margin"""
+    d = pos - neg - margin
+    if mode == "paper":
+        return 2 - d.clamp_min(0)
+    if mode == "triplet":
+        return (-d).clamp_min(0)
+    raise ValueError(f"unknown contrastive mode {mode!r} ({' | '.join(CIL_MODES)})")
 
 
 def perceptual_loss(pred: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -270,4 +313,79 @@ def drn_loss(model, fake: torch.Tensor, source: torch.Tensor, target: torch.Tens
     stats = {k: float(v.detach()) for k, v in terms.items()}
     stats["loss"] = float(total.detach())
     stats["_out"] = gen_out
+    return total, stats
+
+
+# --------------------------------------------------------------------------------------------
+# DRFSI
+
+
+@dataclass
+class DRFSILossWeights:
+    diffusion: float = 1.0
+    identity: float = 10.0     # beta_1 (the paper: 10)
+    contrastive: float = 10.0  # beta_2 (the paper: 10)
+    margin: float = 0.0        # lambda of eq. 6 (the paper gives no value)
+    cil_mode: str = "paper"    # "paper" (eq. 6 as printed) | "triplet" (see contrastive_identity)
+    id_max_t: float = 0.5      # identity terms only where t < id_max_t * T (x0_hat is noise near T)
+    sides: list[str] = field(default_factory=lambda: ["target", "source"])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def drfsi_loss(model, fake: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+               idloss: RecognizerIdentityLoss | None, w: DRFSILossWeights, *,
+               generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
+               timesteps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """DRFSI's loss for one batch (aligned crops in [0,1], (N,3,S,S)); both sides in one batch of
+    len(w.sides) * N rows:
+
+        x0 = 2 I_side - 1,  t ~ U{0 .. T-1},  eps ~ N(0, I),  x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps
+        eps_hat = eps_theta(x_t, t, fake, side)
+        L_D   = mean |eps - eps_hat|                                        (eq. 4, l = 1)
+        x0_hat = clamp((x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t), -1, 1), I_hat = (x0_hat + 1) / 2
+        over the rows with t < id_max_t * T only, per white-box recognizer E (embeddings L2-normalised),
+        pos = cos(E(I_hat), E(I_side)), neg = cos(E(I_hat), E(I_other side)):
+        L_id  = mean (1 - pos) [+ feature_weight * the multi-layer term]    (eq. 5)
+        L_CIL = mean (2 - max(pos - neg - margin, 0))                       (eq. 6; cil_mode "paper")
+                mean max(neg - pos + margin, 0)                             (cil_mode "triplet")
+        L = diffusion * L_D + beta_1 L_id + beta_2 L_CIL,  beta_1 = beta_2 = 10   (eq. 7)
+
+    Eq. 6 as printed is flat (= 2, no gradient) while pos - neg <= margin, i.e. whenever the
+    estimate is not yet closer to the right face; L_id carries the signal there. Random draws
+    come from `generator` (CPU) unless `noise` / `timesteps` are given. Returns (loss, stats)."""
+    from .drfsi import SOURCE, TARGET
+
+    n = fake.shape[0]
+    dev = fake.device
+    true = {"target": target, "source": source}
+    other = {"target": source, "source": target}
+    label = {"target": TARGET, "source": SOURCE}
+    x0 = torch.cat([true[s] for s in w.sides]).float() * 2 - 1
+    neg = torch.cat([other[s] for s in w.sides]).float()
+    side = torch.cat([torch.full((n,), label[s], dtype=torch.long) for s in w.sides]).to(dev)
+    cond = torch.cat([fake] * len(w.sides))
+    b, big_t = x0.shape[0], int(model.config.timesteps)
+    if timesteps is None:
+        timesteps = torch.randint(big_t, (b,), generator=generator)
+    timesteps = timesteps.to(dev).long()
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator)
+    noise = noise.to(dev, torch.float32)
+    xt = model.add_noise(x0, noise, timesteps)
+    eps = model(xt, timesteps, cond, side).float()
+    z = fake.new_zeros(())
+    terms = {"diffusion": (eps - noise).abs().mean(), "id": z, "cil": z}
+    keep = timesteps < w.id_max_t * big_t
+    if idloss is not None and (w.identity > 0 or w.contrastive > 0) and bool(keep.any()):
+        pred = (model.predict_x0(xt[keep], timesteps[keep], eps[keep]) + 1) / 2
+        real = (x0[keep] + 1) / 2
+        lid, lcil, _ = idloss.with_contrast(pred, real, neg[keep] if w.contrastive > 0 else None,
+                                            w.margin, w.cil_mode)
+        terms["id"], terms["cil"] = lid, lcil
+    total = w.diffusion * terms["diffusion"] + w.identity * terms["id"] + w.contrastive * terms["cil"]
+    stats = {k: float(v.detach()) for k, v in terms.items()}
+    stats["id_rows"] = float(keep.sum())
+    stats["loss"] = float(total.detach())
     return total, stats

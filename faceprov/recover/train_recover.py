@@ -1,5 +1,7 @@
-"""Training loop for the recovery models (`faceprov train dfrec|drn`): resumable, logged, CUDA
-when available. One loop for both; the model-specific parts are `dfrec_loss` / `drn_loss`.
+"""Training loop for the recovery models (`faceprov train dfrec|drn|drfsi`): resumable, logged,
+CUDA when available. One loop for all three; the model-specific parts are `dfrec_loss` /
+`drn_loss` / `drfsi_loss` (DRFSI: a conditional diffusion model, one random timestep per row;
+its evaluation samples with `drfsi.sample_steps` DDIM steps).
 
 Data: swap folders from `faceprov swap make` (training folders from peopleDevTrain people; keep
 one swap method out). For each triplet the swapped image is re-detected with MTCNN (landmarks
@@ -15,8 +17,10 @@ Masks given to DFREC: `mask_source` = "gt" (the swap's mask; default, the ISM is
 own by `faceprov train ism`) or "ism" (the predicted mask of the ISM at `ism`, as at inference).
 
 Optimisers as the papers: DFREC AdamW lr 1e-4, weight decay 1e-5; DRN Adam lr 3e-4, betas
-(0.5, 0.999). Checkpoints every `ckpt_every` steps and at the end: `last.ckpt` (model, optimiser,
-step, RNG; atomic) and `model/` (safetensors + config.json, `DFREC/DRN.from_pretrained`).
+(0.5, 0.999); DRFSI Adam, lr 1e-4 (the paper fine-tunes SD's UNet at 1e-5 x linear scaling; here
+the pixel-space UNet starts from scratch, so DDPM's usual 1e-4). Checkpoints every `ckpt_every`
+steps and at the end: `last.ckpt` (model, optimiser, step, RNG; atomic) and `model/`
+(safetensors + config.json, `DFREC/DRN/DRFSI.from_pretrained`).
 Every `eval_every` steps on the validation data: recovered-vs-true identity similarity and
 R-Acc per side with the black-box `eval_recognizer` (never in the loss), next to the
 no-recovery baseline (the swapped face itself), and SSIM. Log: JSON lines in `train.log.jsonl`.
@@ -24,6 +28,7 @@ no-recovery baseline (the swapped face itself), and SSIM. Log: JSON lines in `tr
     faceprov train dfrec --swaps runs/swaps/train-landmark --out runs/dfrec [--preset tiny]
         [--val-swaps runs/swaps/test-landmark] [--set steps=5000 --set batch_size=16] [--no-resume]
     faceprov train drn   --swaps runs/swaps/train-landmark --out runs/drn ...
+    faceprov train drfsi --swaps runs/swaps/train-landmark --out runs/drfsi [--set drfsi.sample_steps=20]
 """
 from __future__ import annotations
 
@@ -39,12 +44,14 @@ import numpy as np
 import torch
 
 from .dfrec import DFREC, DFRECConfig
+from .drfsi import DRFSI, DRFSIConfig
 from .drn import DRN, DRNConfig
 from .ism import align_face
-from .losses import DFRECLossWeights, DRNLossWeights, RecognizerIdentityLoss, crop_template, dfrec_loss, drn_loss
+from .losses import (DFRECLossWeights, DRFSILossWeights, DRNLossWeights, RecognizerIdentityLoss, crop_template,
+                     dfrec_loss, drfsi_loss, drn_loss)
 from .train_ism import _atomic_save, _log, pick_device
 
-MODELS = ("dfrec", "drn")
+MODELS = ("dfrec", "drn", "drfsi")
 
 
 @dataclass
@@ -52,8 +59,10 @@ class RecoverTrainConfig:
     model: str = "dfrec"
     dfrec: DFRECConfig = field(default_factory=DFRECConfig)
     drn: DRNConfig = field(default_factory=DRNConfig)
+    drfsi: DRFSIConfig = field(default_factory=DRFSIConfig)
     dfrec_loss: DFRECLossWeights = field(default_factory=DFRECLossWeights)
     drn_loss: DRNLossWeights = field(default_factory=DRNLossWeights)
+    drfsi_loss: DRFSILossWeights = field(default_factory=DRFSILossWeights)
     recognizers: list[str] = field(default_factory=lambda: ["dlib", "faceres"])  # white box (loss)
     eval_recognizer: str = "mobileface"                                         # black box (eval)
     feature_weight: float = 0.5        # multi-layer term of the identity loss
@@ -66,7 +75,7 @@ class RecoverTrainConfig:
     ism: str | None = None             # ISM model folder (mask_source = "ism")
     batch_size: int = 8
     steps: int = 5000
-    lr: float | None = None            # None: the paper's (dfrec 1e-4, drn 3e-4)
+    lr: float | None = None            # None: the paper's (dfrec 1e-4, drn 3e-4; drfsi 1e-4, see above)
     weight_decay: float = 1e-5
     flip: bool = True
     grad_clip: float = 1.0
@@ -86,14 +95,19 @@ class RecoverTrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RecoverTrainConfig":
         names = {f.name for f in fields(cls)}
-        sub = {"dfrec": DFRECConfig.from_dict, "drn": DRNConfig.from_dict,
-               "dfrec_loss": lambda x: DFRECLossWeights(**x), "drn_loss": lambda x: DRNLossWeights(**x)}
+        sub = {"dfrec": DFRECConfig.from_dict, "drn": DRNConfig.from_dict, "drfsi": DRFSIConfig.from_dict,
+               "dfrec_loss": lambda x: DFRECLossWeights(**x), "drn_loss": lambda x: DRNLossWeights(**x),
+               "drfsi_loss": lambda x: DRFSILossWeights(**x)}
         kw = {k: (sub[k](v) if k in sub else v) for k, v in d.items() if k in names}
         return cls(**kw)
 
     @property
     def model_config(self):
-        return self.dfrec if self.model == "dfrec" else self.drn
+        return getattr(self, self.model)
+
+    @property
+    def loss_weights(self):
+        return getattr(self, f"{self.model}_loss")
 
 
 def preset(model: str, name: str = "default") -> RecoverTrainConfig:
@@ -102,14 +116,15 @@ def preset(model: str, name: str = "default") -> RecoverTrainConfig:
     if name == "default":
         return RecoverTrainConfig(model=model)
     if name == "tiny":  # a CPU smoke run
-        return RecoverTrainConfig(model=model, dfrec=DFRECConfig.tiny(), drn=DRNConfig.tiny(), batch_size=2,
+        return RecoverTrainConfig(model=model, dfrec=DFRECConfig.tiny(), drn=DRNConfig.tiny(),
+                                  drfsi=DRFSIConfig.tiny(), batch_size=2,
                                   steps=10, ckpt_every=5, eval_every=5, log_every=1, eval_batch=4)
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
 
 
 def apply_overrides(cfg: RecoverTrainConfig, sets: list[str]) -> RecoverTrainConfig:
     """`key=value` (JSON values, or plain strings), dotted for nested settings: dfrec.depth=4,
-    drn_loss.cycle=5."""
+    drn_loss.cycle=5, drfsi.sample_steps=20."""
     d = cfg.to_dict()
     for s in sets:
         if "=" not in s:
@@ -241,11 +256,13 @@ def split_holdout(data: dict, fraction: float, seed: int) -> tuple[dict, dict]:
 
 
 @torch.no_grad()
-def evaluate(model, kind: str, data: dict, recognizer, size: int, context: float, device, batch: int = 16) -> dict:
+def evaluate(model, kind: str, data: dict, recognizer, size: int, context: float, device, batch: int = 16,
+             sample_steps: int | None = None) -> dict:
     """Identity similarity (recovered vs true) and R-Acc per side with a black-box recognizer:
     target side = share with sim(rec_t, target) > sim(rec_t, source) (DRFSI's definition),
     source side = share with sim(rec_s, source) > sim(rec_s, target); `baseline_*` uses the
-    swapped face itself as the recovered face. Also SSIM of the recovered faces."""
+    swapped face itself as the recovered face. Also SSIM of the recovered faces. DRFSI samples
+    with `sample_steps` DDIM steps (default: the model's `sample_steps`) from its fixed seed."""
     from .. import metrics
     from ..cloak.warp import realign
 
@@ -263,6 +280,8 @@ def evaluate(model, kind: str, data: dict, recognizer, size: int, context: float
             f, s, t, m = (data[k][sl][keep].to(device).float() / 255 for k in ("fake", "source", "target", "mask"))
             if kind == "dfrec":
                 rs, rt = model.recover(f, m)
+            elif kind == "drfsi":
+                rs, rt = model.recover(f, steps=sample_steps)
             else:
                 rs, rt = model.recover(f)
 
@@ -300,14 +319,14 @@ def evaluate(model, kind: str, data: dict, recognizer, size: int, context: float
 
 
 def _build(cfg: RecoverTrainConfig):
-    return DFREC(cfg.dfrec) if cfg.model == "dfrec" else DRN(cfg.drn)
+    return {"dfrec": DFREC, "drn": DRN, "drfsi": DRFSI}[cfg.model](cfg.model_config)
 
 
 def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path = "runs/recover", resume: bool = True,
                   progress: bool = True, *, data: dict | None = None, val_data: dict | None = None,
                   recognizers: dict | None = None, eval_recognizer=None) -> dict:
-    """Train (or continue) a DFREC or DRN; returns the last log record. `data`/`val_data` (dicts
-    as `build_dataset` returns) replace the triplet folders; `recognizers` ({name: recognizer},
+    """Train (or continue) a DFREC, DRN or DRFSI; returns the last log record. `data`/`val_data`
+    (dicts as `build_dataset` returns) replace the triplet folders; `recognizers` ({name: recognizer},
     white box) and `eval_recognizer` replace those named in the config (tests use small ones)."""
     cfg = config or RecoverTrainConfig()
     if cfg.model not in MODELS:
@@ -361,6 +380,8 @@ def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path 
     model = _build(cfg).to(dev).train()
     if cfg.model == "dfrec":
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr or 1e-4, weight_decay=cfg.weight_decay)
+    elif cfg.model == "drfsi":
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr or 1e-4)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr or 3e-4, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -386,7 +407,7 @@ def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path 
             "val_swaps": [Path(s).name for s in cfg.val_swaps],
             "data": "faceprov swap make triplets (LFW peopleDevTrain)" if cfg.swaps else "given tensors",
             "loss_recognizers": list(idloss.recognizers) if idloss else [], "mask_source": cfg.mask_source,
-            "losses": (cfg.dfrec_loss if cfg.model == "dfrec" else cfg.drn_loss).to_dict()})
+            "losses": cfg.loss_weights.to_dict()})
 
     n = len(data["fake"])
     amp = cfg.amp and dev.type == "cuda"
@@ -411,6 +432,8 @@ def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path 
             if cfg.model == "dfrec":
                 o = model(f, m, generator=gen)
                 loss, stats = dfrec_loss(o, s, t, idloss, cfg.dfrec_loss, cfg.dfrec.patch)
+            elif cfg.model == "drfsi":
+                loss, stats = drfsi_loss(model, f, s, t, idloss, cfg.drfsi_loss, generator=gen)
             else:
                 loss, stats = drn_loss(model, f, s, t, idloss, cfg.drn_loss)
                 stats.pop("_out", None)
