@@ -49,6 +49,9 @@ train_app.command("ism")(recover_cli.train_ism)
 train_app.command("dfrec")(recover_cli.train_dfrec)
 train_app.command("drn")(recover_cli.train_drn)
 train_app.command("drfsi")(recover_cli.train_drfsi)
+from .commands import verify_cli  # noqa: E402
+app.command("verify")(verify_cli.verify)
+eval_app.command("recovery")(verify_cli.eval_recovery_cmd)
 # --- end sub-apps ---
 
 

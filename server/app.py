@@ -49,6 +49,11 @@ class ServerConfig:
     enrol_recognizers: tuple[str, ...] = ("dlib",)
     report_recognizers: tuple[str, ...] | None = None  # None: the report's defaults
     protector: Any = None  # a ready Protector (tests, benchmarks); skips loading
+    # face-swap verification (optional capability: the server is ready without it)
+    verify_model: str = "all"  # dfrec | drfsi | drn | all (the recovery models present)
+    ism_model: Any = None      # ISM folder; None: faceprov/weights/ism
+    verifier: Any = None       # a ready Verifier (tests); skips loading
+    evidence_cache: int = 256  # evidence pictures kept in memory (never in the database)
 
     @classmethod
     def from_settings(cls, **over: Any) -> "ServerConfig":
@@ -72,6 +77,16 @@ class ModelState:
 
 
 @dataclass
+class VerifyState:
+    status: str = "loading"  # loading | ready | unavailable
+    reason: str | None = "the face-swap verification models are loading"
+    verifier: Any = None
+    # verification id -> evidence PNG. Evidence shows faces: it stays in memory, for a while,
+    # and is never written to the database or the logs.
+    evidence: Any = None
+
+
+@dataclass
 class DbState:
     repo: Any = None
     reason: str | None = "the database is opening"
@@ -81,6 +96,7 @@ CONFIG = web.AppKey("faceprov_config", ServerConfig)
 METRICS = web.AppKey("faceprov_metrics", Metrics)
 MODEL = web.AppKey("faceprov_model", ModelState)
 DB = web.AppKey("faceprov_db", DbState)
+VERIFY = web.AppKey("faceprov_verify", VerifyState)
 WORKER = web.AppKey("faceprov_worker", CloakWorker)
 AUTH = web.AppKey("faceprov_auth", Authenticator)
 MAX_BODY = web.AppKey("faceprov_max_body", int)
@@ -160,10 +176,49 @@ async def _model(app: web.Application):
                 log.error("%s", st.reason)
 
         task = asyncio.get_running_loop().create_task(load())
+    vtask = _start_verifier(app)
     yield
-    if task is not None and not task.done():
-        task.cancel()
+    for t in (task, vtask):
+        if t is not None and not t.done():
+            t.cancel()
     await worker.close()
+
+
+def load_verifier(cfg: ServerConfig):
+    from faceprov.recover.verify import Verifier
+
+    return Verifier.load(cfg.verify_model, device=cfg.device, ism_path=cfg.ism_model,
+                         recognizer=cfg.enrol_recognizers[0] if cfg.enrol_recognizers else "dlib")
+
+
+def _start_verifier(app: web.Application):
+    """Load the verification models in the model thread, after the cloak model (same thread,
+    so the two loads never compete). Missing weights leave /v1/verify answering 503 with the
+    reason; they never stop the server."""
+    cfg, st, worker = app[CONFIG], app[VERIFY], app[WORKER]
+
+    def ready(v) -> None:
+        st.verifier, st.status, st.reason = v, "ready", None
+
+    if cfg.verifier is not None:
+        ready(cfg.verifier)
+        return None
+
+    async def load() -> None:
+        from faceprov.recover.verify import ModelMissing
+
+        try:
+            v = await asyncio.get_running_loop().run_in_executor(worker.model_pool, load_verifier, cfg)
+            ready(v)
+            log.info("verification models ready: %s", ", ".join(f"{k} {x}" for k, x in v.versions.items()))
+        except ModelMissing as e:
+            st.status, st.reason = "unavailable", f"face-swap verification is not available: {e}"
+            log.warning("%s", st.reason)
+        except Exception as e:  # noqa: BLE001 - reported by /v1/verify and /readyz
+            st.status, st.reason = "unavailable", f"face-swap verification failed to load: {type(e).__name__}: {e}"
+            log.error("%s", st.reason)
+
+    return asyncio.get_running_loop().create_task(load())
 
 
 # ----------------------------------------------------------------------------- factory
@@ -183,6 +238,9 @@ def create_app(cfg: ServerConfig | None = None) -> web.Application:
     app[MAX_BODY] = cfg.max_body
     app[MODEL] = ModelState()
     app[DB] = DbState()
+    from collections import OrderedDict
+
+    app[VERIFY] = VerifyState(evidence=OrderedDict())
     app[WORKER] = CloakWorker(None, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
                               queue_size=cfg.queue_size, cpu_threads=cfg.cpu_threads, metrics=metrics)
     app[AUTH] = Authenticator(None, RateLimiter(cfg.rate_limit, cfg.rate_burst))

@@ -119,18 +119,25 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
                 "504": _err("the request took longer than the server's per-request timeout"),
             }}},
         "/v1/verify": {"post": {
-            "summary": "Check a suspected face swap (not available yet)", "operationId": "verify", "security": sec,
-            "description": ("Will answer a verdict and evidence for a suspected face swap. The face-swap "
-                            "recovery pipeline is not part of this build: after authentication and input "
-                            "checks the endpoint answers **503 `not_available`** — it never returns a made-up "
-                            "verdict. " + _roles("verify")),
-            "requestBody": _image_body(),
+            "summary": "Check a suspected face swap", "operationId": "verify", "security": sec,
+            "description": ("Detects every face, scores it with the ISM (manipulated probability and region) "
+                            "and, for manipulated faces (or all with `always_recover=true`), restores the "
+                            "source and target faces with the recovery models present (DFREC, DRFSI, DRN), "
+                            "then matches them against the identity registry. The verification is recorded "
+                            "(verdict and matched identity ids; no pixels, no embeddings); the evidence picture "
+                            "is kept in memory only, at `evidence_url`. Answers 503 `not_available` when no "
+                            "verification model is installed — never a made-up verdict. " + _roles("verify")),
+            "parameters": [{"name": "always_recover", "in": "query", "schema": {"type": "boolean"}}],
+            "requestBody": _image_body({"always_recover": flag}),
             "responses": {
-                "200": {"description": "verdict (when the pipeline exists)", "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Verification"}}}},
-                "400": _err("empty or damaged image"), **_auth_errors(),
-                "413": _err("body over the limit"), "415": _err("not a supported image"),
-                "503": _err("`not_available`: no verification pipeline in this build"),
+                "200": {"description": "verdict", "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/VerifyResult"}}}},
+                "400": _err("empty or damaged image, bad option"), **_auth_errors(),
+                "413": _err("body or pixel count over the limit"), "415": _err("not a supported image"),
+                "422": _err("no face to check"),
+                "503": _err("`not_available`: no verification model installed (or still loading), or queue full",
+                            RETRY),
+                "504": _err("the request took longer than the server's per-request timeout"),
             }}},
         "/v1/cloaks": {"get": {
             "summary": "Cloak history", "operationId": "listCloaks", "security": sec,
@@ -158,6 +165,14 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
             "responses": {"200": {"description": "the verification", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Verification"}}}},
                 "400": _err("malformed id"), **_auth_errors(), "404": _err("no such verification")}}},
+        "/v1/verifications/{id}/evidence.png": {"get": {
+            "summary": "Evidence picture of a verification", "operationId": "getEvidence", "security": sec,
+            "parameters": id_param,
+            "description": ("input | ISM mask | recovered source | recovered target | best matches, per face. "
+                            "Kept in the server's memory for recent verifications only. " + _roles("get_verification")),
+            "responses": {"200": {"description": "PNG", "content": {"image/png": image_out}},
+                          "400": _err("malformed id"), **_auth_errors(),
+                          "404": _err("no such verification, or its evidence is no longer kept")}}},
         "/v1/identities": {"post": {
             "summary": "Enrol a reference face", "operationId": "enrolIdentity", "security": sec,
             "description": ("The photo must show exactly one usable face; its embeddings (one per configured "
@@ -216,6 +231,15 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
             "id": UUID, "requester_id": {"type": "string"}, "created_at": {"type": "string"},
             "input_sha256": {"type": "string"}, "verdict": {"type": "string"},
             "matches": {"type": "array", "items": {"type": "object"}, "nullable": True}}},
+        "VerifyResult": {"type": "object", "required": ["id", "verdict", "faces", "evidence_url"], "properties": {
+            "id": UUID, "verdict": {"type": "string", "enum": ["manipulated", "clean", "no_face"]},
+            "manipulated_probability": {"type": "number", "nullable": True},
+            "faces": {"type": "array", "items": {"type": "object"}}, "skipped": {"type": "array",
+                                                                                "items": {"type": "object"}},
+            "models": {"type": "object"}, "unavailable": {"type": "object"},
+            "match_recognizer": {"type": "string", "nullable": True},
+            "match_threshold": {"type": "number", "nullable": True},
+            "evidence_url": {"type": "string"}}},
         "Enrolled": {"type": "object", "required": ["id", "recognizers"], "properties": {
             "id": UUID, "label": nullable_str, "recognizers": {"type": "array", "items": {"type": "string"}},
             "box": {"type": "array", "items": {"type": "number"}}}},

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import logging
 import math
@@ -18,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 from aiohttp import web
 
-from .app import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, WORKER
+from .app import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, VERIFY, WORKER
 from .auth import Principal
 from .errors import ApiError
 from .limits import MEDIA_TYPES, check_image, read_limited
@@ -187,9 +186,12 @@ async def readyz(request: web.Request) -> web.Response:
         except Exception as e:  # noqa: BLE001
             checks["database"] = {"ok": False, "reason": f"database not reachable: {type(e).__name__}"}
     ready = all(c["ok"] for c in checks.values())
+    vs = request.app[VERIFY]  # optional: the server cloaks without it; reported, not required
+    checks["verify"] = {"ok": vs.status == "ready", "reason": vs.reason, "optional": True}
     if ready:
         return _json({"ready": True, "checks": checks})
-    why = "; ".join(c["reason"] for c in checks.values() if not c["ok"] and c["reason"])
+    why = "; ".join(c["reason"] for c in checks.values()
+                    if not c["ok"] and c["reason"] and not c.get("optional"))
     return _json({"error": {"code": "not_ready", "message": why or "not ready"}, "ready": False,
                   "checks": checks}, status=503)
 
@@ -335,23 +337,61 @@ async def cloak(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------------------- verify
 
-def verify_pipeline_available() -> bool:
-    try:
-        return importlib.util.find_spec("faceprov.recover.verify") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 async def verify(request: web.Request) -> web.Response:
+    """Detect a face swap, restore source and target faces, match them against the registry;
+    records the verification (verdict + matched identity ids, no pixels, no embeddings)."""
+    from faceprov.recover.verify import evidence_png, match_registry
+
     app = request.app
-    await app[AUTH].require(request, "verify")
-    data, _ = await read_image(request, app[CONFIG].max_body)
+    p: Principal = await app[AUTH].require(request, "verify")
+    cfg, worker, vs = app[CONFIG], app[WORKER], app[VERIFY]
+    data, fields = await read_image(request, cfg.max_body)
     check_image(data)
-    if not verify_pipeline_available():
-        raise ApiError(503, "not_available",
-                       "face-swap verification is not available in this build (no recovery pipeline yet)")
-    raise ApiError(503, "not_available",
-                   "the face-swap verification pipeline exists but is not wired into the server yet")
+    if vs.verifier is None:
+        raise ApiError(503, "not_available", vs.reason or "face-swap verification is not available",
+                       headers={"Retry-After": "30"} if vs.status == "loading" else None)
+    always = _bool("always_recover", _opt(request, fields, "always_recover"))
+    repo = _repo(request)
+    v = vs.verifier
+
+    async def pipeline():
+        res = await worker.run_model(v.check, data, recover="always" if always else "auto",
+                                     max_pixels=cfg.max_pixels, max_bytes=cfg.max_body, stage="verify")
+        await match_registry(repo, res, k=3)
+        png = await worker.run_cpu(evidence_png, res, stage="evidence")
+        return res, png
+
+    async with worker.admit():
+        try:
+            res, png = await asyncio.wait_for(pipeline(), cfg.request_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ApiError(504, "timeout",
+                           f"the request took longer than the server's limit of {cfg.request_timeout:g} s") from None
+    if res.verdict == "no_face":
+        why = f" ({len(res.skipped)} too small or unclear: {res.skipped[0]['reason']})" if res.skipped else ""
+        raise ApiError(422, "no_face", "no face to check in the image" + why)
+    matches = [{"face": f.index, "model": kind, "side": side, "identity_id": m["identity_id"],
+                "similarity": m["similarity"]}
+               for f in res.faces for kind, r in f.recovered.items()
+               for side in ("source", "target") for m in getattr(r, f"{side}_matches")
+               if m.get("match") and m.get("identity_id")]
+    vid = await repo.record_verification(p.account_id, res.input_sha256, res.verdict, matches)
+    ev = vs.evidence
+    ev[vid] = png
+    while len(ev) > max(1, cfg.evidence_cache):
+        ev.popitem(last=False)
+    doc = finite({"id": vid, **res.to_json(), "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
+    return _json(doc)
+
+
+async def get_evidence(request: web.Request) -> web.Response:
+    p: Principal = await request.app[AUTH].require(request, "get_verification")
+    v = await _own_verification(request, p)
+    png = request.app[VERIFY].evidence.get(v.id)
+    if png is None:
+        raise ApiError(404, "evidence_expired", "the evidence picture of this verification is no longer kept "
+                       "(evidence stays in the server's memory only, for the most recent verifications)")
+    return web.Response(body=png, content_type="image/png")
 
 
 # ----------------------------------------------------------------------------- history
@@ -402,19 +442,25 @@ async def get_cloak(request: web.Request) -> web.Response:
     raise ApiError(404, "not_found", f"no cloak record {cid}")
 
 
-async def get_verification(request: web.Request) -> web.Response:
+async def _own_verification(request: web.Request, p: Principal):
+    """The verification row when the caller may see it (404 otherwise, also for others' rows)."""
     from sqlalchemy import select
 
     from faceprov.store.models import Verification
     from faceprov.store.repo import check_uuid
 
-    p: Principal = await request.app[AUTH].require(request, "get_verification")
     repo = _repo(request)
     vid = check_uuid(request.match_info["id"], "verification id")
     async with repo.read() as s:
         v = (await s.execute(select(Verification).where(Verification.id == vid))).scalars().first()
     if v is None or (not p.sees_all and v.requester_id != p.account_id):
         raise ApiError(404, "not_found", f"no verification {vid}")
+    return v
+
+
+async def get_verification(request: web.Request) -> web.Response:
+    p: Principal = await request.app[AUTH].require(request, "get_verification")
+    v = await _own_verification(request, p)
     created = v.created_at.isoformat() if v.created_at is not None else None
     return _json({"id": v.id, "requester_id": v.requester_id, "created_at": created,
                   "input_sha256": v.input_sha256, "verdict": v.verdict, "matches": v.matches})
@@ -527,6 +573,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/v1/cloaks", list_cloaks, allow_head=False)
     r.add_get("/v1/cloaks/{id}", get_cloak, allow_head=False)
     r.add_get("/v1/verifications/{id}", get_verification, allow_head=False)
+    r.add_get("/v1/verifications/{id}/evidence.png", get_evidence, allow_head=False)
     r.add_post("/v1/identities", enrol_identity)
     r.add_delete("/v1/identities/{id}", forget_identity)
     r.add_get("/v1/audit", audit, allow_head=False)

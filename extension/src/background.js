@@ -118,6 +118,13 @@ export async function verifyBytes(bytes, type) {
     const resp = await call(settings, '/v1/verify', { method: 'POST', body: bytes, type: type || 'application/octet-stream', key });
     const ct = resp.headers.get('Content-Type') || '';
     const body = ct.includes('json') ? await resp.json() : { verdict: 'answered', raw: await resp.text() };
+    if (body && typeof body.evidence_url === 'string' && body.evidence_url.startsWith('/v1/')) {
+      // the evidence picture needs the key too: fetch it here, hand the page a data URL only
+      try {
+        const ev = await call(settings, body.evidence_url, { key });
+        body.evidence = { media_type: 'image/png', base64: toBase64(new Uint8Array(await ev.arrayBuffer())) };
+      } catch { /* the verdict stands without its picture */ }
+    }
     return { ok: true, result: body };
   } catch (e) {
     const err = e instanceof ServerError ? e.toJSON() : { status: 0, code: 'internal', message: String(e && e.message || e) };

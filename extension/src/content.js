@@ -165,12 +165,24 @@
       const v = String(res.verdict ?? res.result ?? 'unknown');
       const cls = /fake|swap|manipulated/i.test(v) ? 'fake' : /real|authentic|genuine|clean/i.test(v) ? 'real' : '';
       p.append(el('div', { class: `verdict ${cls}`, 'data-verdict': v, text: `Verdict: ${v}` }));
-      const score = res.score ?? res.confidence ?? res.probability;
+      const score = res.manipulated_probability ?? res.score ?? res.confidence ?? res.probability;
       if (score != null) p.append(el('div', { class: 'muted', text: `score ${score}` }));
       const ev = res.evidence || res.evidence_image || res.image || null;
       const evImg = ev && (ev.base64 || ev.data) ? `data:${ev.media_type || ev.type || 'image/png'};base64,${ev.base64 || ev.data}`
         : typeof ev === 'string' && /^(data:image\/|https?:)/.test(ev) ? ev : null;
       if (evImg) p.append(el('img', { class: 'evidence', src: evImg, alt: 'evidence' }));
+      if (Array.isArray(res.faces)) {
+        for (const f of res.faces.slice(0, 4)) {
+          const parts = [`face ${f.index}: manipulated p=${Number(f.fake_probability).toFixed(2)}`];
+          for (const [m, r] of Object.entries(f.recovery || {})) {
+            for (const side of ['source', 'target']) {
+              const best = ((r[side] || {}).matches || [])[0];
+              if (best) parts.push(`${m} ${side} → ${String(best.identity || best.label || best.identity_id).slice(0, 24)} (${Number(best.similarity).toFixed(2)}${best.match ? ', match' : ''})`);
+            }
+          }
+          p.append(el('div', { class: 'muted face-line', text: parts.join(' · ') }));
+        }
+      }
       if (res.matches && res.matches.length) p.append(el('pre', { text: JSON.stringify(res.matches, null, 1).slice(0, 2000) }));
       if (res.message) p.append(el('div', { class: 'message', text: String(res.message) }));
     }

@@ -42,13 +42,20 @@ def serve(host: Optional[str] = typer.Option(None, "--host", help="address to li
           max_body: Optional[int] = typer.Option(None, "--max-body", min=1, help="largest request body, bytes"),
           max_pixels: Optional[int] = typer.Option(None, "--max-pixels", min=64, help="largest image, pixels"),
           enrol_recognizers: Optional[str] = typer.Option(None, "--enrol-recognizers",
-                                                          help="comma-separated recognizers for POST /v1/identities (default dlib)")) -> None:
+                                                          help="comma-separated recognizers for POST /v1/identities (default dlib)"),
+          verify_model: Optional[str] = typer.Option(None, "--verify-model",
+                                                     help="recovery model(s) for /v1/verify: dfrec | drfsi | drn | all"),
+          ism: Optional[Path] = typer.Option(None, "--ism", help="ISM folder for /v1/verify (default: shipped)")) -> None:
     """Run the HTTP API (aiohttp + uvloop). /readyz says what is missing (model, database)."""
     from server.app import ServerConfig, run_many
 
     if model is not None and not model.exists():
         _fail(f"--model {model}: no such folder")
-    over = dict(host=host, port=port, db_url=db, device=device, model=model, batch_size=batch_size,
+    if ism is not None and not ism.exists():
+        _fail(f"--ism {ism}: no such folder")
+    if verify_model is not None and verify_model not in ("dfrec", "drfsi", "drn", "all"):
+        _fail("--verify-model must be dfrec, drfsi, drn or all")
+    over = dict(verify_model=verify_model, ism_model=ism, host=host, port=port, db_url=db, device=device, model=model, batch_size=batch_size,
                 max_wait_ms=max_wait_ms, queue_size=queue_size, request_timeout=timeout,
                 cors_origins=tuple(cors_origin) if cors_origin else None, rate_limit=rate_limit,
                 rate_burst=rate_burst, max_body=max_body, max_pixels=max_pixels,

@@ -179,10 +179,22 @@ class ServerThread:
 
 
 @pytest.fixture(scope="session")
-def base_cfg(protector):
+def verifier(detector):
+    """A tiny freshly initialised ISM + DRN (the verification pipeline's real code, untrained
+    weights) matching with mobileface, the recognizer these test servers enrol with."""
+    from faceprov import recognizers
+    from faceprov.recover.verify import Verifier
+    from tests.recover.test_verify import tiny_drn, tiny_ism
+
+    return Verifier(tiny_ism(), {"drn": tiny_drn()}, recognizer=recognizers.get("mobileface"), detector=detector,
+                    device="cpu")
+
+
+@pytest.fixture(scope="session")
+def base_cfg(protector, verifier):
     from server.app import ServerConfig
 
-    return ServerConfig(protector=protector, rate_limit=0, batch_size=16, max_wait_ms=5, queue_size=64,
+    return ServerConfig(protector=protector, verifier=verifier, rate_limit=0, batch_size=16, max_wait_ms=5, queue_size=64,
                         request_timeout=60, max_body=3 * 1024 * 1024, max_pixels=4_000_000,
                         cors_origins=("https://app.example",), enrol_recognizers=("mobileface",),
                         report_recognizers=("mobileface",), cpu_threads=2)

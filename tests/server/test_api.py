@@ -2,10 +2,12 @@
 service endpoints, limits, CORS, logging."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import socket
+import time
 import uuid
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from .conftest import hdr, jpeg, png, run_repo
+from .conftest import hdr, jpeg, make_key, png, run_repo
 
 T = 120  # request timeout (s) on a busy machine
 
@@ -268,13 +270,48 @@ def test_verifications_visibility(srv):
     assert bad.status_code == 400
 
 
-def test_verify_not_available_yet(srv, face_jpeg):
-    r = requests.post(srv.url + "/v1/verify", data=face_jpeg, headers=hdr(srv.keys["plat"]), timeout=T)
-    assert r.status_code == 503 and r.json()["error"]["code"] == "not_available"
+def test_verify_answers_a_verdict_with_evidence(srv, face_jpeg):
+    r = requests.post(srv.url + "/v1/verify?always_recover=true", data=face_jpeg, headers=hdr(srv.keys["plat"]),
+                      timeout=T)
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert d["verdict"] in ("manipulated", "clean") and 0 <= d["manipulated_probability"] <= 1
+    assert d["faces"] and "drn" in d["faces"][0]["recovery"] and d["models"]["ism"]
+    assert d["match_recognizer"] == "mobileface" and "embedding" not in r.text
+    vid = d["id"]
+    ev = requests.get(srv.url + d["evidence_url"], headers=hdr(srv.keys["plat"]), timeout=T)
+    assert ev.status_code == 200 and ev.headers["Content-Type"] == "image/png" and ev.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert requests.get(srv.url + d["evidence_url"], headers=hdr(srv.keys["plat2"]), timeout=T).status_code == 404
+    assert requests.get(srv.url + d["evidence_url"], headers=hdr(srv.keys["alice"]), timeout=T).status_code == 403
+    g = requests.get(f"{srv.url}/v1/verifications/{vid}", headers=hdr(srv.keys["plat"]), timeout=T)
+    assert g.status_code == 200 and g.json()["verdict"] == d["verdict"]
+    assert g.json()["input_sha256"] == hashlib.sha256(face_jpeg).hexdigest()
+    # the verification is in the audit chain
+    rows = run_repo(srv.db_url, lambda repo: repo.audit_rows(0, 100000))
+    assert any(x["action"] == "verification.record" and x["object_id"] == vid for x in rows)
+    # bad input and roles
     r = requests.post(srv.url + "/v1/verify", data=b"GIF89a....", headers=hdr(srv.keys["plat"]), timeout=T)
     assert r.status_code == 415
     r = requests.post(srv.url + "/v1/verify", data=face_jpeg, headers=hdr(srv.keys["alice"]), timeout=T)
     assert r.status_code == 403
+    r = requests.post(srv.url + "/v1/verify?always_recover=maybe", data=face_jpeg, headers=hdr(srv.keys["plat"]),
+                      timeout=T)
+    assert r.status_code == 400
+
+
+def test_verify_without_models_says_why(start_server, face_jpeg, tmp_path):
+    s = start_server(verifier=None, ism_model=str(tmp_path / "no-ism"))
+    key = make_key(s.db_url, "p", "platform")
+    t0 = time.time()
+    while True:  # the models load in the background; the server is ready without them
+        r = requests.post(s.url + "/v1/verify", data=face_jpeg, headers=hdr(key), timeout=T)
+        if r.status_code != 503 or "loading" not in r.json()["error"]["message"] or time.time() - t0 > 60:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "not_available"
+    assert "faceprov train ism" in r.json()["error"]["message"]
+    rz = requests.get(s.url + "/readyz", timeout=T).json()
+    assert rz["ready"] is True and rz["checks"]["verify"]["ok"] is False and rz["checks"]["verify"]["optional"]
 
 
 def test_enrol_and_forget_identity(srv, face_jpeg, blank_jpeg):

@@ -19,6 +19,7 @@ EXPECTED_ALLOWED = {
     ("GET", "/v1/cloaks"): {"user", "auditor", "admin"},
     ("GET", "/v1/cloaks/{id}"): {"user", "auditor", "admin"},
     ("GET", "/v1/verifications/{id}"): {"platform", "auditor", "admin"},
+    ("GET", "/v1/verifications/{id}/evidence.png"): {"platform", "auditor", "admin"},
     ("POST", "/v1/identities"): {"user", "admin"},
     ("DELETE", "/v1/identities/{id}"): {"user", "admin"},
     ("GET", "/v1/audit"): {"auditor", "admin"},
@@ -27,10 +28,11 @@ PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", 
 # what an allowed caller gets for the request sent below
 EXPECTED_STATUS = {
     ("POST", "/v1/cloak"): 200,  # a real photo with a face
-    ("POST", "/v1/verify"): 503,  # no verification pipeline yet: not_available
+    ("POST", "/v1/verify"): 200,  # a real photo with a face: a verdict (tiny untrained models)
     ("GET", "/v1/cloaks"): 200,
     ("GET", "/v1/cloaks/{id}"): 404,  # a random id
     ("GET", "/v1/verifications/{id}"): 404,
+    ("GET", "/v1/verifications/{id}/evidence.png"): 404,
     ("POST", "/v1/identities"): 422,  # a photo without a face
     ("DELETE", "/v1/identities/{id}"): 404,
     ("GET", "/v1/audit"): 200,

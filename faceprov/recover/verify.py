@@ -1,0 +1,531 @@
+"""The verification pipeline: is this a face swap, whose faces were swapped? One object, used
+unchanged by `faceprov verify`, `POST /v1/verify` and `faceprov eval recovery`.
+
+    bytes -> decode (format sniffed, EXIF upright, bomb guard) -> detect every face (MTCNN)
+          -> per face: ISM-align (ArcFace template x context) -> ISM: fake probability + mask
+          -> when manipulated (or always, for benchmarks): each recovery model restores the
+             source face (who was pasted in) and the target face (whose photo it was)
+          -> embeddings of the recovered faces (match recognizer, realigned to its template)
+          -> best matches in a gallery (TSV + root) and/or the registry (store.Repo)
+          -> verdict JSON + an evidence PNG (input | mask | recovered source | recovered target
+             | best matches)
+
+Models load from `faceprov/weights/{ism,dfrec,drfsi,drn}/` (or given folders). A missing ISM is an
+error naming the command that trains it; a recovery model that is absent is listed under
+`unavailable` when the caller asked for "all", and is an error when asked for by name.
+
+The verdict of a face is `manipulated` when the ISM's fake probability is >= `fake_threshold`
+(0.5). The photo's verdict is `manipulated` when any face is, `clean` when faces were checked and
+none is, `no_face` when there is none to check.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..config import settings
+from ..faces import io as fio
+from ..faces.align import invert
+from ..faces.detect import Detector, default_detector
+from .ism import ISM
+from .losses import crop_template
+
+RECOVERY_MODELS = ("dfrec", "drfsi", "drn")
+WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_RECOGNIZER = "dlib"  # the registry stores dlib + faceres embeddings of every cloaked face
+
+
+class ModelMissing(FileNotFoundError):
+    """A model the caller needs has no weights; the message names the command that makes them."""
+
+
+def weights_dir(kind: str) -> Path:
+    return WEIGHTS_ROOT / kind
+
+
+def load_ism(path: str | Path | None = None, device: str | torch.device = "cpu") -> ISM:
+    p = Path(path) if path else weights_dir("ism")
+    if not (p / "config.json").exists():
+        raise ModelMissing(f"no ISM model at {p}: train one with `faceprov train ism --swaps DIR` and export "
+                           f"it (`faceprov train ism --out RUN` writes RUN/model/), or pass --ism DIR")
+    return ISM.from_pretrained(p, device=device)
+
+
+def load_recovery(kind: str, path: str | Path | None = None, device: str | torch.device = "cpu"):
+    if kind not in RECOVERY_MODELS:
+        raise ValueError(f"unknown recovery model {kind!r}; choose from {', '.join(RECOVERY_MODELS)} or all")
+    p = Path(path) if path else weights_dir(kind)
+    if not (p / "config.json").exists():
+        raise ModelMissing(f"no {kind} model at {p}: train one with `faceprov train {kind} --swaps DIR`")
+    if kind == "dfrec":
+        from .dfrec import DFREC as cls
+    elif kind == "drn":
+        from .drn import DRN as cls
+    else:
+        from .drfsi import DRFSI as cls
+    return cls.from_pretrained(p, device=device)
+
+
+def model_version(kind: str, model) -> str:
+    meta = getattr(model, "metadata", {}) or {}
+    v = meta.get("version") or meta.get("name")
+    if v:
+        return str(v)
+    return f"{kind}" + (f"-step{meta['step']}" if "step" in meta else "")
+
+
+# --------------------------------------------------------------------------------------------
+# galleries
+
+
+@dataclass
+class Gallery:
+    """Reference faces of known people: one L2-normalised mean embedding per identity (the mean
+    over that person's gallery photos), for one recognizer."""
+
+    recognizer: str
+    identities: list[str]
+    vectors: np.ndarray                   # (n, d) float32, unit rows
+    thumbs: dict[str, np.ndarray] = field(default_factory=dict)  # identity -> aligned crop (RGB)
+
+    @classmethod
+    def from_tsv(cls, labels: Path, root: Path, recognizer, *, per_identity: int = 1,
+                 exclude: Iterable[str] = (), progress=None) -> "Gallery":
+        """Gallery from a `path<TAB>identity` TSV: the first `per_identity` photos of every
+        identity that are not in `exclude` (paths relative to `root`)."""
+        from ..data.landmarks import landmarks_for
+        from ..evaluate import read_labels
+        from ..faces.align import align
+
+        rows = read_labels(Path(labels))
+        skip = set(exclude)
+        chosen: dict[str, list[str]] = {}
+        for p, ident in rows:
+            if p in skip:
+                continue
+            lst = chosen.setdefault(ident, [])
+            if len(lst) < per_identity:
+                lst.append(p)
+        paths = [p for ps in chosen.values() for p in ps]
+        if not paths:
+            raise ValueError(f"{labels}: no gallery photos")
+        lms, _ = landmarks_for(Path(root), paths, progress=progress)
+        crops = np.stack([align(fio.read(Path(root) / p).rgb, lms[p], recognizer.input_size,
+                                recognizer.template).crop for p in paths])
+        emb = _embed_crops(recognizer, crops)
+        ids, vecs, thumbs, i = [], [], {}, 0
+        for ident, ps in chosen.items():
+            v = emb[i:i + len(ps)].mean(0)
+            thumbs[ident] = crops[i]
+            i += len(ps)
+            ids.append(ident)
+            vecs.append(v / max(np.linalg.norm(v), 1e-12))
+        return cls(recognizer.name, ids, np.stack(vecs).astype(np.float32), thumbs)
+
+    def search(self, vec: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
+        s = self.vectors @ np.asarray(vec, np.float32)
+        order = np.argsort(-s)[:k]
+        return [(self.identities[i], float(s[i])) for i in order]
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+
+def _embed_crops(recognizer, crops: np.ndarray, batch: int = 32) -> np.ndarray:
+    out = []
+    for i in range(0, len(crops), batch):
+        x = torch.from_numpy(np.ascontiguousarray(crops[i:i + batch])).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            out.append(recognizer.embed(x).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Recovered:
+    """One recovery model's output for one face (crops are the model's aligned size, uint8)."""
+
+    model: str
+    version: str
+    source: np.ndarray
+    target: np.ndarray
+    source_embedding: np.ndarray | None = None
+    target_embedding: np.ndarray | None = None
+    source_matches: list[dict] = field(default_factory=list)
+    target_matches: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class FaceCheck:
+    index: int
+    box: list[float]
+    score: float
+    fake_probability: float
+    manipulated: bool
+    region: dict | None            # manipulated region in photo pixels (box, share of the face crop)
+    crop: np.ndarray               # ISM-aligned input crop (uint8)
+    mask: np.ndarray               # ISM mask probability on the crop (float32, 0..1)
+    matrix: np.ndarray             # photo -> ISM crop (2x3)
+    recovered: dict[str, Recovered] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "index": self.index, "box": self.box, "score": self.score,
+            "fake_probability": round(self.fake_probability, 4), "manipulated": self.manipulated,
+            "region": self.region,
+            "recovery": {k: {"model_version": r.version,
+                             "source": {"matches": r.source_matches},
+                             "target": {"matches": r.target_matches}} for k, r in self.recovered.items()},
+        }
+
+
+@dataclass
+class VerifyResult:
+    verdict: str                   # manipulated | clean | no_face
+    manipulated_probability: float | None
+    faces: list[FaceCheck]
+    skipped: list[dict]
+    models: dict[str, str]         # name -> version, of the models that ran
+    unavailable: dict[str, str]    # recovery models asked for ("all") but absent
+    recognizer: str | None
+    threshold: float | None
+    fake_threshold: float
+    input_sha256: str
+    width: int
+    height: int
+    timings: dict = field(default_factory=dict)
+    photo: fio.Photo | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "manipulated_probability": (None if self.manipulated_probability is None
+                                        else round(self.manipulated_probability, 4)),
+            "fake_threshold": self.fake_threshold,
+            "faces": [f.to_json() for f in self.faces], "skipped": self.skipped,
+            "match_recognizer": self.recognizer, "match_threshold": self.threshold,
+            "models": self.models, "unavailable": self.unavailable,
+            "input_sha256": self.input_sha256, "width": self.width, "height": self.height,
+            "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
+        }
+
+    def registry_embeddings(self) -> list[dict]:
+        """[{face, model, side, key, vector}] of every recovered face, for `match_registry`."""
+        out = []
+        for f in self.faces:
+            for name, r in f.recovered.items():
+                for side, v in (("source", r.source_embedding), ("target", r.target_embedding)):
+                    if v is not None:
+                        out.append({"face": f.index, "model": name, "side": side, "vector": v})
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+
+
+class Verifier:
+    """Holds the detector, the ISM, the recovery models and the match recognizer (loaded once).
+    `check()` is thread-compatible when calls are serialised."""
+
+    def __init__(self, ism: ISM, recovery: Mapping[str, Any] | None = None, *, recognizer=None,
+                 detector: Detector | None = None, device: str | torch.device | None = None,
+                 fake_threshold: float = 0.5, min_score: float = 0.9, max_faces: int = 8,
+                 unavailable: Mapping[str, str] | None = None, drfsi_steps: int | None = None):
+        self.device = torch.device(device or settings().device)
+        self.ism = ism.to(self.device).eval()
+        self.recovery = {k: m.to(self.device).eval() for k, m in (recovery or {}).items()}
+        self.recognizer = recognizer
+        self.detector = detector or default_detector(str(self.device))
+        self.fake_threshold = float(fake_threshold)
+        self.min_score = min_score
+        self.max_faces = max_faces
+        self.unavailable = dict(unavailable or {})
+        self.drfsi_steps = drfsi_steps
+        for k, m in self.recovery.items():
+            if abs(float(m.config.context) - float(self.ism.config.context)) > 1e-6:
+                raise ValueError(f"{k} works on crops with context {m.config.context}, the ISM on "
+                                 f"{self.ism.config.context}; they must match")
+        self.versions = {"ism": model_version("ism", self.ism),
+                         **{k: model_version(k, m) for k, m in self.recovery.items()}}
+
+    @classmethod
+    def load(cls, models: str | Sequence[str] = "all", *, device: str | None = None,
+             ism_path: str | Path | None = None, paths: Mapping[str, str | Path] | None = None,
+             recognizer: str | None = DEFAULT_RECOGNIZER, **kw) -> "Verifier":
+        """Models by name ("all", one name, or a list). With "all", absent recovery models are
+        skipped (listed in `unavailable`); at least one must exist."""
+        dev = device or settings().device
+        paths = dict(paths or {})
+        ism = load_ism(ism_path, dev)
+        if models == "all":
+            wanted, strict = list(RECOVERY_MODELS), False
+        else:
+            wanted = [models] if isinstance(models, str) else list(models)
+            strict = True
+        rec_models, missing = {}, {}
+        for k in wanted:
+            try:
+                rec_models[k] = load_recovery(k, paths.get(k), dev)
+            except ModelMissing as e:
+                if strict:
+                    raise
+                missing[k] = str(e)
+            except ImportError as e:  # a model whose code is not in this build
+                if strict:
+                    raise ModelMissing(f"{k}: {e}") from None
+                missing[k] = f"not in this build ({e})"
+        if not rec_models:
+            raise ModelMissing("no recovery model is available: " + "; ".join(missing.values()))
+        rec = None
+        if recognizer:
+            from .. import recognizers as R
+
+            rec = R.get(recognizer, str(dev))
+        return cls(ism, rec_models, recognizer=rec, device=dev, unavailable=missing, **kw)
+
+    # ------------------------------------------------------------------ steps
+    def detect(self, rgb: np.ndarray):
+        mtcnn = getattr(self.detector, "mtcnn", None)
+        smallest = int(getattr(mtcnn, "min_face_size", 20) or 20)
+        if min(rgb.shape[0], rgb.shape[1]) < smallest:
+            return []
+        return self.detector.detect(rgb)
+
+    def _recover(self, kind: str, model, crops: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ISM-aligned uint8 crops (N,S,S,3) + ISM masks (N,S,S) -> recovered (source, target)
+        uint8 crops at the model's size (same context, so a plain resize maps between them)."""
+        import torch.nn.functional as F
+
+        size = int(model.config.size)
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        m = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None].to(self.device)
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            if kind == "dfrec":
+                s, t = model.recover(x, m)
+            elif kind == "drfsi":
+                s, t = model.recover(x, m, steps=self.drfsi_steps) if self.drfsi_steps else model.recover(x, m)
+            else:
+                s, t = model.recover(x)
+
+        def u8(v):
+            return (v.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+        return u8(s), u8(t)
+
+    def embed_recovered(self, crops: np.ndarray, kind: str, recognizer=None) -> np.ndarray:
+        """Embeddings of recovered crops (model size/context) under a recognizer (default: the
+        match recognizer), realigned into the recognizer's own template."""
+        from ..cloak.warp import realign
+
+        rec = recognizer or self.recognizer
+        model = self.recovery[kind]
+        tpl = crop_template(int(model.config.size), float(model.config.context))
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255).to(self.device)
+        with torch.no_grad():
+            return rec.embed(realign(x, tpl, rec.template, int(rec.input_size))).float().cpu().numpy()
+
+    def analyse_faces(self, rgb: np.ndarray, landmarks: Sequence[np.ndarray], *, recover: str = "auto",
+                      models: Sequence[str] | None = None) -> list[FaceCheck]:
+        """ISM + recovery for given faces of an upright RGB photo (no matching)."""
+        cfg = self.ism.config
+        crops, mats = [], []
+        for lm in landmarks:
+            c, _, m = self.ism.align(rgb, np.asarray(lm, np.float32))
+            crops.append(c)
+            mats.append(m)
+        if not crops:
+            return []
+        crops_a = np.stack(crops)
+        p_fake, masks = self.ism.predict(crops_a)
+        out = []
+        for i, (c, m, p, mk) in enumerate(zip(crops, mats, p_fake, masks)):
+            out.append(FaceCheck(index=i, box=[], score=float("nan"), fake_probability=float(p),
+                                 manipulated=bool(p >= self.fake_threshold),
+                                 region=_region(mk, m, cfg.size) if p >= self.fake_threshold else None,
+                                 crop=c, mask=mk.astype(np.float32), matrix=m))
+        todo = [f for f in out if recover == "always" or (recover == "auto" and f.manipulated)]
+        if todo:
+            for kind in (models or list(self.recovery)):
+                model = self.recovery[kind]
+                s, t = self._recover(kind, model, np.stack([f.crop for f in todo]), np.stack([f.mask for f in todo]))
+                for f, si, ti in zip(todo, s, t):
+                    f.recovered[kind] = Recovered(kind, self.versions[kind], si, ti)
+        return out
+
+    def check(self, data: bytes, *, gallery: Gallery | None = None, recover: str = "auto", k: int = 3,
+              max_pixels: int | None = None, max_bytes: int | None = None) -> VerifyResult:
+        """The whole pipeline for one image (bytes). Registry matching is async and separate:
+        `await match_registry(repo, result)`."""
+        t: dict[str, float] = {}
+        t0 = time.perf_counter()
+        photo = fio.decode(data, max_pixels=max_pixels, max_bytes=max_bytes)
+        t["decode"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        faces = self.detect(photo.rgb)
+        t["detect"] = time.perf_counter() - t1
+        use, skipped = [], []
+        for i, f in enumerate(faces):
+            if f.skipped:
+                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f.skipped})
+            elif f.score < self.min_score:
+                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f"low score {f.score:.2f}"})
+            elif len(use) >= self.max_faces:
+                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f"more than {self.max_faces} faces"})
+            else:
+                use.append((i, f))
+        t2 = time.perf_counter()
+        checks = self.analyse_faces(photo.rgb, [f.landmarks for _, f in use], recover=recover)
+        for (i, f), c in zip(use, checks):
+            fj = f.to_json()
+            c.index, c.box, c.score = i, fj["box"], fj["score"]
+        t["ism_recover"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        if self.recognizer is not None:
+            for c in checks:
+                for kind, r in c.recovered.items():
+                    e = self.embed_recovered(np.stack([r.source, r.target]), kind)
+                    r.source_embedding, r.target_embedding = e[0], e[1]
+                    if gallery is not None:
+                        r.source_matches = _gallery_matches(gallery, e[0], k, self.recognizer.threshold)
+                        r.target_matches = _gallery_matches(gallery, e[1], k, self.recognizer.threshold)
+        t["match"] = time.perf_counter() - t3
+        t["total"] = time.perf_counter() - t0
+        if not checks:
+            verdict, prob = "no_face", None
+        else:
+            prob = max(c.fake_probability for c in checks)
+            verdict = "manipulated" if any(c.manipulated for c in checks) else "clean"
+        return VerifyResult(
+            verdict=verdict, manipulated_probability=prob, faces=checks, skipped=skipped,
+            models=dict(self.versions) if any(c.recovered for c in checks) else {"ism": self.versions["ism"]},
+            unavailable=self.unavailable,
+            recognizer=getattr(self.recognizer, "name", None), threshold=getattr(self.recognizer, "threshold", None),
+            fake_threshold=self.fake_threshold, input_sha256=hashlib.sha256(data).hexdigest(),
+            width=photo.size[0], height=photo.size[1], timings=t, photo=photo)
+
+
+def _gallery_matches(gallery: Gallery, vec: np.ndarray, k: int, threshold: float | None) -> list[dict]:
+    return [{"identity": ident, "similarity": round(s, 4), "threshold": threshold,
+             "match": bool(threshold is not None and s >= threshold), "source": "gallery"}
+            for ident, s in gallery.search(vec, k)]
+
+
+def _region(mask: np.ndarray, m: np.ndarray, size: int) -> dict | None:
+    """Box (photo pixels) of the ISM mask > 0.5 and its share of the crop."""
+    on = mask > 0.5
+    if not on.any():
+        return {"box": None, "share_of_crop": 0.0}
+    ys, xs = np.nonzero(on)
+    corners = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
+                        [xs.max() + 1, ys.max() + 1]], np.float64)
+    inv = invert(m)
+    pts = corners @ inv[:, :2].T + inv[:, 2]
+    return {"box": [round(float(pts[:, 0].min()), 1), round(float(pts[:, 1].min()), 1),
+                    round(float(pts[:, 0].max()), 1), round(float(pts[:, 1].max()), 1)],
+            "share_of_crop": round(float(on.mean()), 4)}
+
+
+async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: float | None = None,
+                         labels: Mapping[str, str] | None = None) -> int:
+    """Search the store's identity registry for every recovered face (the match recognizer's
+    registry key); fills `source_matches` / `target_matches` (source "registry"). Returns the
+    number of searches made. `repo` is a `faceprov.store.Repo`."""
+    if result.recognizer is None:
+        return 0
+    from ..recognizers.base import registry_key
+    from .. import recognizers as R
+
+    rec = R.get(result.recognizer)
+    key = registry_key(rec)
+    thr = result.threshold
+    n = 0
+    for f in result.faces:
+        for r in f.recovered.values():
+            for side in ("source", "target"):
+                vec = getattr(r, f"{side}_embedding")
+                if vec is None:
+                    continue
+                hits = await repo.search(key, vec, k=k, threshold=threshold)
+                n += 1
+                found = [{"identity_id": h.identity_id, "similarity": round(float(h.score), 4), "threshold": thr,
+                          "match": bool(thr is not None and h.score >= thr), "source": "registry",
+                          **({"label": labels[h.identity_id]} if labels and h.identity_id in labels else {})}
+                         for h in hits]
+                lst = getattr(r, f"{side}_matches")
+                lst[:] = sorted(lst + found, key=lambda d: -d["similarity"])[: max(k, len(found))]
+    return n
+
+
+# --------------------------------------------------------------------------------------------
+# evidence picture
+
+
+def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int = 160) -> bytes:
+    """One row per checked face: input | ISM mask over the input | per model: recovered source,
+    recovered target, their best gallery matches (when a gallery with thumbnails is given)."""
+    from PIL import Image, ImageDraw
+
+    def im(a: np.ndarray) -> Image.Image:
+        return Image.fromarray(np.ascontiguousarray(a)).convert("RGB").resize((tile, tile), Image.BICUBIC)
+
+    def overlay(crop: np.ndarray, mask: np.ndarray) -> Image.Image:
+        m = np.clip(mask, 0, 1)[..., None]
+        red = np.array([230, 40, 40], np.float32)
+        out = crop.astype(np.float32) * (1 - 0.55 * m) + red * 0.55 * m
+        return im(out.round().astype(np.uint8))
+
+    rows: list[list[tuple[Image.Image | None, str]]] = []
+    for f in result.faces:
+        row = [(im(f.crop), f"face {f.index}"),
+               (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}")]
+        for kind, r in f.recovered.items():
+            for side in ("source", "target"):
+                row.append((im(getattr(r, side)), f"{kind}: {side}"))
+            for side in ("source", "target"):
+                ms = getattr(r, f"{side}_matches")
+                best = ms[0] if ms else None
+                thumb = None
+                if best and gallery is not None and best.get("identity") in gallery.thumbs:
+                    thumb = im(gallery.thumbs[best["identity"]])
+                if best:
+                    name = best.get("identity") or best.get("label") or str(best.get("identity_id", ""))[:8]
+                    mark = "match" if best.get("match") else "no match"
+                    row.append((thumb, f"{side}~{name[:14]} {best['similarity']:.2f} {mark}"))
+        rows.append(row)
+    if not rows:
+        rows = [[(None, f"verdict: {result.verdict}")]]
+    cols = max(len(r) for r in rows)
+    head, label_h, pad = 26, 16, 6
+    W = cols * (tile + pad) + pad
+    H = head + len(rows) * (tile + label_h + pad) + pad
+    canvas = Image.new("RGB", (W, H), (250, 250, 250))
+    d = ImageDraw.Draw(canvas)
+    p = result.manipulated_probability
+    d.text((pad, 6), f"verdict: {result.verdict}" + ("" if p is None else f"  (manipulated probability {p:.2f})")
+           + f"   models: {', '.join(f'{k} {v}' for k, v in result.models.items())}", fill=(20, 20, 20))
+    for ri, row in enumerate(rows):
+        y = head + ri * (tile + label_h + pad)
+        for ci, (img, label) in enumerate(row):
+            x = pad + ci * (tile + pad)
+            if img is not None:
+                canvas.paste(img, (x, y))
+            else:
+                d.rectangle([x, y, x + tile - 1, y + tile - 1], outline=(180, 180, 180))
+            d.text((x, y + tile + 2), label[:28], fill=(20, 20, 20))
+    buf = io.BytesIO()
+    canvas.save(buf, "PNG", optimize=True)
+    return buf.getvalue()
