@@ -131,6 +131,16 @@ def assets_fetch(names: list[str] = typer.Argument(None, help="asset names (see 
               f" in {assets.settings().assets_dir}")
 
 
+@assets_app.command("path")
+def assets_path(name: str = typer.Argument(..., help="asset name (see `faceprov assets list`)")) -> None:
+    """Print the verified local path of one asset (e.g. a sample photo: `faceprov assets path sample1`)."""
+    from . import assets
+
+    if name not in assets.ASSETS:
+        raise typer.BadParameter(f"unknown asset {name!r}; see `faceprov assets list`")
+    sys.stdout.write(f"{assets.path(name)}\n")
+
+
 # ----------------------------------------------------------------------------- faces
 @app.command()
 def detect(image: Path, as_json: bool = typer.Option(False, "--json")) -> None:

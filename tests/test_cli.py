@@ -110,6 +110,15 @@ def test_assets_list_json():
     assert {r["status"] for r in rows} == {"verified"}
 
 
+def test_assets_path_prints_a_verified_file():
+    p = run("assets", "path", "sample1", check_rc=0)
+    from PIL import Image
+
+    assert Image.open(p.stdout.strip()).size[0] > 100
+    bad = run("assets", "path", "no-such-asset")
+    assert bad.returncode == 2 and "unknown asset" in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     import torch

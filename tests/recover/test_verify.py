@@ -219,3 +219,23 @@ def test_eval_recovery_on_a_small_swap_folder(verifier, lfw_root, tmp_path):
     assert base["racc_s"] >= 0.5
     assert drn["seconds_per_image"] > 0 and res["ism"]["n_fake"] == 4 and res["ism"]["n_real"] >= 4
     assert 0 <= res["ism"]["auc"] <= 1 and 0 <= res["ism"]["mask_iou"] <= 1
+
+
+def test_export_writes_weights_and_a_model_card(tmp_path):
+    from faceprov.recover.export import export
+
+    run = tmp_path / "run"
+    tiny_drn().save_pretrained(run / "model", metadata={"step": 7})
+    (run / "train_config.json").write_text(json.dumps({"batch_size": 8, "recognizers": ["dlib"],
+                                                       "eval_recognizer": "mobileface", "swaps": ["train-x"]}))
+    (run / "train.log.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"kind": "info", "msg": "start", "device": "cpu"}, {"kind": "train", "step": 7, "loss": 1.5},
+        {"kind": "eval", "step": 7, "racc_t": 0.25, "base_racc_t": 0.125}]) + "\n")
+    dest = export(run, tmp_path / "weights" / "drn")
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "steps: 7" in card and "dlib" in card and "mobileface" in card and '"racc_t": 0.25' in card
+    assert DRN.from_pretrained(dest).config.size == 64
+    with pytest.raises(ValueError, match="limit"):
+        export(run, tmp_path / "w2", max_mb=0.001)
+    with pytest.raises(FileNotFoundError):
+        export(tmp_path / "nothing", tmp_path / "w3")

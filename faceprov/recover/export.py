@@ -1,0 +1,106 @@
+"""Ship a trained ISM / DFREC / DRFSI / DRN run: copy RUN/model/ to faceprov/weights/<kind>/ with
+a MODEL_CARD.md written from the run's own configuration and log (data, recognizers, steps,
+losses, the last held-out evaluation). The card says where its numbers come from; the end-to-end
+numbers are in docs/benchmarks.md (`ops/bench/recovery`).
+
+    .venv/bin/python -m faceprov.recover.export RUN [DEST] [--max-mb 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from .verify import WEIGHTS_ROOT
+
+NOTES = {
+    "ism": "DFREC's Identity Segmentation Module: DeepLabv3+ on a randomly initialised timm EfficientNet-B0; "
+           "outputs the manipulated-region mask and a real/fake score.",
+    "dfrec": "DFREC: SIRM (attention UNet separating source/target identity features) + TIRM (ViT masked "
+             "auto-encoder, semantic-guided masking from the ISM mask, Identity Fusion Decoder).",
+    "drn": "DRN: UNet identity and attribute encoders with a shared decoder (disentangle and reverse).",
+    "drfsi": "DRFSI: pixel-space conditional diffusion (diffusers UNet2DModel) with an AttributeNet, DDIM sampling.",
+}
+
+
+def _read_log(run: Path) -> list[dict]:
+    f = run / "train.log.jsonl"
+    if not f.exists():
+        return []
+    out = []
+    for line in f.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
+def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 20.0) -> Path:
+    run = Path(run_dir)
+    src = run / "model"
+    info_f = src / "config.json"
+    if not info_f.exists():
+        raise FileNotFoundError(f"{src}: no exported model (has the run reached a checkpoint?)")
+    info = json.loads(info_f.read_text())
+    kind = info.get("model", "ism")
+    size_mb = (src / "model.safetensors").stat().st_size / 1e6
+    if size_mb > max_mb:
+        raise ValueError(f"{src}: {size_mb:.1f} MB is over the {max_mb:g} MB limit for shipped weights")
+    dest = Path(dest) if dest else WEIGHTS_ROOT / kind
+    cfg = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
+    log = _read_log(run)
+    start = next((r for r in log if r.get("msg") == "start"), {})
+    evals = [r for r in log if r.get("kind") == "eval"]
+    trains = [r for r in log if r.get("kind") == "train"]
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ("model.safetensors", "config.json"):
+        shutil.copyfile(src / f, dest / f)
+    meta = info.get("metadata", {})
+    mcfg = info.get("config", {})
+    lines = [f"# faceprov {kind} model", "", NOTES.get(kind, ""), "",
+             f"{info.get('parameters', 0):,} parameters, {size_mb:.1f} MB safetensors ({info.get('dtype')}); "
+             f"config: `{json.dumps(mcfg)}`.", "", "## Training", "",
+             f"- data: {meta.get('data') or 'faceprov swap make triplets from LFW peopleDevTrain people'}; "
+             f"training folders {cfg.get('swaps')}, held-out folders for evaluation {cfg.get('val_swaps')} "
+             "(peopleDevTest people; see the run's make.json for the swap method and seed)",
+             f"- steps: {meta.get('step')}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}, "
+             f"real ratio {cfg.get('real_ratio')}, device {start.get('device', 'cpu')}"]
+    if kind != "ism":
+        lines.append(f"- white-box recognizers (in the loss): {', '.join(cfg.get('recognizers') or [])}; "
+                     f"black-box judge (never in a loss): {cfg.get('eval_recognizer')}")
+        lines.append(f"- loss weights: {json.dumps(cfg.get(f'{kind}_loss'))}")
+    else:
+        lines.append(f"- losses: BCE {cfg.get('w_bce')} + Dice {cfg.get('w_dice')} on the mask, "
+                     f"BCE {cfg.get('w_cls')} on the real/fake score")
+    if trains:
+        lines.append(f"- last training log line: `{json.dumps({k: v for k, v in trains[-1].items() if k != 'time'})}`")
+    lines += ["", "## Last held-out evaluation during training", ""]
+    if evals:
+        e = {k: v for k, v in evals[-1].items() if k not in ("time", "kind")}
+        lines.append(f"`{json.dumps(e)}`")
+        if kind != "ism":
+            lines.append("")
+            lines.append("(racc_* / sim_* are measured with the black-box recognizer on the held-out folder; "
+                         "base_* is the no-recovery baseline: the swapped face itself.)")
+    else:
+        lines.append("(none logged)")
+    lines += ["", "End-to-end numbers (re-detected, through `faceprov.recover.verify`): docs/benchmarks.md, "
+              "section *Face-swap detection and recovery* (`ops/bench/recovery`).", ""]
+    (dest / "MODEL_CARD.md").write_text("\n".join(lines))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m faceprov.recover.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("run")
+    ap.add_argument("dest", nargs="?")
+    ap.add_argument("--max-mb", type=float, default=20.0)
+    a = ap.parse_args(argv)
+    print(export(a.run, a.dest, a.max_mb))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
