@@ -1,4 +1,4 @@
-"""DRFSI — Diffusion Restoration of Face-Swapped Images (the DRFSI paper, /work/shared/papers),
+"""DRFSI — Diffusion Restoration of Face-Swapped Images (the DRFSI paper, ../shared/papers),
 extended to recover both faces of a swap, in pixel space.
 
 Paper (Fig. 1): a conditional denoising UNet (Stable Diffusion's, in SD's latent space) denoises

@@ -124,6 +124,19 @@ async def level(url: str, key: str, data: list[bytes], conc: int, duration: floa
             "max_s": round(max(ok_lat), 3) if ok_lat else None}
 
 
+def proc_mem(pid: int) -> dict:
+    """VmRSS / VmHWM of a process in MB (Linux /proc), {} elsewhere."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = round(int(v.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="cloak model folder (default: untrained, default architecture)")
@@ -195,6 +208,8 @@ def main() -> None:
                 raise SystemExit("server not ready after 300 s")
             time.sleep(0.5)
         key = asyncio.run(mk())
+        time.sleep(2.0)  # let the optional verification models finish loading too
+        rss_ready = proc_mem(srv.pid)
         base = photos(a.photos)
         rows = []
         for size in sizes:
@@ -206,6 +221,8 @@ def main() -> None:
                 rows.append(r)
                 print(json.dumps(r), flush=True)
         metrics = requests.get(url + "/metrics", timeout=30).text
+        rss_end = proc_mem(srv.pid)
+        verify_ready = requests.get(url + "/readyz", timeout=30).json().get("checks", {}).get("verify", {})
     finally:
         srv.terminate()
         try:
@@ -223,7 +240,8 @@ def main() -> None:
     doc = {"when": common.stamp(), "git": common.git_rev(), "machine": common.machine(), "device": a.device,
            "model": model_desc, "batch_size": a.batch_size, "max_wait_ms": a.max_wait_ms, "workers": a.workers,
            "duration_s": a.duration, "photos": len(base), "mean_faces_per_model_call": mean_batch, "levels": rows,
-           "load_avg_after": os.getloadavg()}
+           "load_avg_after": os.getloadavg(), "server_rss_mb_ready": rss_ready.get("VmRSS"),
+           "server_peak_rss_mb": rss_end.get("VmHWM"), "verification_loaded": bool(verify_ready.get("ok"))}
     md = [f"### Server load: POST /v1/cloak, one-face LFW photos, loopback ({a.device})", "",
           f"`.venv/bin/python ops/load/cloak_load.py --device {a.device} --duration {a.duration:g} --sizes {a.sizes}"
           + (f" --model {a.model}" if a.model else "") + f"` — {doc['when']}, git {doc['git']}", "",
@@ -236,6 +254,9 @@ def main() -> None:
         md.append(f"| {r['photo']} | {r['concurrency']} | {r['photos_per_s']:.2f} | {r['photos_per_s'] / cores:.2f} | "
                   f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['requests']} | {r['errors']} | "
                   f"{', '.join(f'{k}: {v}' for k, v in r['status'].items())} |")
+    md += ["", f"Server process memory (CPU, one process): {doc['server_rss_mb_ready']} MB resident once ready "
+               f"(cloak model{' + verification models' if doc['verification_loaded'] else ''} loaded), peak "
+               f"{doc['server_peak_rss_mb']} MB during the run (VmHWM); limit 2048 MB."]
     md += ["", f"Load average after the run: {', '.join(f'{x:.1f}' for x in doc['load_avg_after'])} "
                f"({cores} cores; other work on the machine competes with the server)."]
     text = "\n".join(md)
