@@ -23,7 +23,7 @@ import torch
 from ..config import settings
 from ..faces.align import align as _align, paste_back as _paste_back
 from ..faces import io as fio
-from ..faces.detect import Detector, Face, default_detector
+from ..faces.detect import Detector, Face, default_detector, detect_photo
 from .model import CloakModel, load_default
 
 
@@ -137,13 +137,7 @@ class Protector:
         return use, skipped
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        """Faces in an upright photo; a photo smaller than the detector's smallest face has none
-        (MTCNN itself fails on those instead of finding nothing)."""
-        mtcnn = getattr(self.detector, "mtcnn", None)
-        smallest = int(getattr(mtcnn, "min_face_size", 20) or 20)
-        if min(rgb.shape[0], rgb.shape[1]) < smallest:
-            return []
-        return self.detector.detect(rgb)
+        return detect_photo(self.detector, rgb)
 
     def check_options(self, strength: str | None, refine: int) -> str:
         """The strength name to use (default when None); ValueError for bad options."""

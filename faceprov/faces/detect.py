@@ -87,6 +87,16 @@ class Detector:
 _DETECTORS: dict[str, Detector] = {}
 
 
+def detect_photo(detector, rgb: np.ndarray) -> list[Face]:
+    """Faces in an upright photo; a photo smaller than the detector's smallest face has none
+    (MTCNN itself fails on those instead of finding nothing). Used by every pipeline."""
+    mtcnn = getattr(detector, "mtcnn", None)
+    smallest = int(getattr(mtcnn, "min_face_size", 20) or 20)
+    if min(rgb.shape[0], rgb.shape[1]) < smallest:
+        return []
+    return detector.detect(rgb)
+
+
 def default_detector(device: str | None = None) -> Detector:
     key = device or settings().device
     if key not in _DETECTORS:

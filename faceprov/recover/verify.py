@@ -33,7 +33,7 @@ import torch
 from ..config import settings
 from ..faces import io as fio
 from ..faces.align import invert
-from ..faces.detect import Detector, default_detector
+from ..faces.detect import Detector, default_detector, detect_photo
 from .ism import ISM
 from .losses import crop_template
 
@@ -296,11 +296,7 @@ class Verifier:
 
     # ------------------------------------------------------------------ steps
     def detect(self, rgb: np.ndarray):
-        mtcnn = getattr(self.detector, "mtcnn", None)
-        smallest = int(getattr(mtcnn, "min_face_size", 20) or 20)
-        if min(rgb.shape[0], rgb.shape[1]) < smallest:
-            return []
-        return self.detector.detect(rgb)
+        return detect_photo(self.detector, rgb)
 
     def _recover(self, kind: str, model, crops: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ISM-aligned uint8 crops (N,S,S,3) + ISM masks (N,S,S) -> recovered (source, target)
