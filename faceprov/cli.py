@@ -436,8 +436,13 @@ def train_cloak(ctx: typer.Context) -> None:
 # ----------------------------------------------------------------------------- entry point
 def main() -> None:
     from .assets import AssetError
+    from .config import settings
     from .faces.io import ImageError
 
+    if settings().threads:  # FACEPROV_THREADS: e.g. 1 on a machine shared with a training job,
+        import torch        # where more threads than free cores make every op wait on the others
+
+        torch.set_num_threads(settings().threads)
     try:
         app()
     except ImageError as e:
