@@ -472,7 +472,8 @@ async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: floa
 
 def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int = 160) -> bytes:
     """One row per checked face: input | ISM mask over the input | per model: recovered source,
-    recovered target, their best gallery matches (when a gallery with thumbnails is given)."""
+    recovered target, their best matches (gallery thumbnails when a gallery is given; a green
+    frame marks a match above the recognizer's threshold, grey one below it)."""
     from PIL import Image, ImageDraw
 
     def im(a: np.ndarray) -> Image.Image:
@@ -484,7 +485,7 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
         out = crop.astype(np.float32) * (1 - 0.55 * m) + red * 0.55 * m
         return im(out.round().astype(np.uint8))
 
-    rows: list[list[tuple[Image.Image | None, str]]] = []
+    rows: list[list[tuple]] = []  # (image or None, label[, frame colour])
     for f in result.faces:
         row = [(im(f.crop), f"face {f.index}"),
                (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}")]
@@ -499,8 +500,8 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
                     thumb = im(gallery.thumbs[best["identity"]])
                 if best:
                     name = best.get("identity") or best.get("label") or str(best.get("identity_id", ""))[:8]
-                    mark = "match" if best.get("match") else "no match"
-                    row.append((thumb, f"{side}~{name[:14]} {best['similarity']:.2f} {mark}"))
+                    row.append((thumb, f"{side}: {name[:15]} {best['similarity']:.2f}",
+                                (20, 120, 50) if best.get("match") else (150, 150, 150)))
         rows.append(row)
     if not rows:
         rows = [[(None, f"verdict: {result.verdict}")]]
@@ -515,13 +516,17 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
            + f"   models: {', '.join(f'{k} {v}' for k, v in result.models.items())}", fill=(20, 20, 20))
     for ri, row in enumerate(rows):
         y = head + ri * (tile + label_h + pad)
-        for ci, (img, label) in enumerate(row):
+        for ci, cell in enumerate(row):
+            img, label = cell[0], cell[1]
+            frame = cell[2] if len(cell) > 2 else None  # a match: green frame; below threshold: grey
             x = pad + ci * (tile + pad)
             if img is not None:
                 canvas.paste(img, (x, y))
             else:
                 d.rectangle([x, y, x + tile - 1, y + tile - 1], outline=(180, 180, 180))
-            d.text((x, y + tile + 2), label[:28], fill=(20, 20, 20))
+            if frame is not None:
+                d.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=frame, width=3)
+            d.text((x, y + tile + 2), label[:30], fill=frame or (20, 20, 20))
     buf = io.BytesIO()
     canvas.save(buf, "PNG", optimize=True)
     return buf.getvalue()
