@@ -37,7 +37,18 @@ def _read_log(run: Path) -> list[dict]:
     return out
 
 
-def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 20.0) -> Path:
+def _load_any(kind: str, path: Path):
+    from .verify import load_ism, load_recovery
+
+    return load_ism(path) if kind == "ism" else load_recovery(kind, path)
+
+
+def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 20.0,
+           dtype: str = "float16") -> Path:
+    """Weights are re-saved in `dtype` (float16 halves the repository's size; the loaders compute
+    in float32); the card describes what was shipped."""
+    import torch
+
     run = Path(run_dir)
     src = run / "model"
     info_f = src / "config.json"
@@ -45,10 +56,17 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
         raise FileNotFoundError(f"{src}: no exported model (has the run reached a checkpoint?)")
     info = json.loads(info_f.read_text())
     kind = info.get("model", "ism")
-    size_mb = (src / "model.safetensors").stat().st_size / 1e6
-    if size_mb > max_mb:
-        raise ValueError(f"{src}: {size_mb:.1f} MB is over the {max_mb:g} MB limit for shipped weights")
     dest = Path(dest) if dest else WEIGHTS_ROOT / kind
+    model = _load_any(kind, src)
+    tmp = dest.with_name(dest.name + ".export-tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, dtype=getattr(torch, dtype))
+    size_mb = (tmp / "model.safetensors").stat().st_size / 1e6
+    if size_mb > max_mb:
+        shutil.rmtree(tmp)
+        raise ValueError(f"{src}: {size_mb:.1f} MB is over the {max_mb:g} MB limit for shipped weights")
+    info = json.loads((tmp / "config.json").read_text())
     cfg = json.loads((run / "train_config.json").read_text()) if (run / "train_config.json").exists() else {}
     log = _read_log(run)
     start = next((r for r in log if r.get("msg") == "start"), {})
@@ -56,7 +74,8 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     trains = [r for r in log if r.get("kind") == "train"]
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.safetensors", "config.json"):
-        shutil.copyfile(src / f, dest / f)
+        (tmp / f).replace(dest / f)
+    shutil.rmtree(tmp)
     meta = info.get("metadata", {})
     mcfg = info.get("config", {})
     lines = [f"# faceprov {kind} model", "", NOTES.get(kind, ""), "",
@@ -65,7 +84,8 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
              f"- data: {meta.get('data') or 'faceprov swap make triplets from LFW peopleDevTrain people'}; "
              f"training folders {cfg.get('swaps')}, held-out folders for evaluation {cfg.get('val_swaps')} "
              "(peopleDevTest people; see the run's make.json for the swap method and seed)",
-             f"- steps: {meta.get('step')}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}, "
+             f"- steps: {meta.get('step')}, batch {cfg.get('batch_size')}, lr "
+             f"{cfg.get('lr') or {'dfrec': 1e-4, 'drn': 3e-4, 'drfsi': 1e-4}.get(kind)}, "
              f"real ratio {cfg.get('real_ratio')}, device {start.get('device', 'cpu')}"]
     if kind != "ism":
         lines.append(f"- white-box recognizers (in the loss): {', '.join(cfg.get('recognizers') or [])}; "
@@ -97,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run")
     ap.add_argument("dest", nargs="?")
     ap.add_argument("--max-mb", type=float, default=20.0)
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     a = ap.parse_args(argv)
-    print(export(a.run, a.dest, a.max_mb))
+    print(export(a.run, a.dest, a.max_mb, a.dtype))
     return 0
 
 
