@@ -166,7 +166,7 @@
       const cls = /fake|swap|manipulated/i.test(v) ? 'fake' : /real|authentic|genuine|clean/i.test(v) ? 'real' : '';
       p.append(el('div', { class: `verdict ${cls}`, 'data-verdict': v, text: `Verdict: ${v}` }));
       const score = res.manipulated_probability ?? res.score ?? res.confidence ?? res.probability;
-      if (score != null) p.append(el('div', { class: 'muted', text: `score ${score}` }));
+      if (score != null) p.append(el('div', { class: 'muted', text: res.manipulated_probability != null ? `manipulated probability ${Number(score).toFixed(2)}` : `score ${score}` }));
       const ev = res.evidence || res.evidence_image || res.image || null;
       const evImg = ev && (ev.base64 || ev.data) ? `data:${ev.media_type || ev.type || 'image/png'};base64,${ev.base64 || ev.data}`
         : typeof ev === 'string' && /^(data:image\/|https?:)/.test(ev) ? ev : null;
