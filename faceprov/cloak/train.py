@@ -269,9 +269,14 @@ def _load_recognizers(names, device, log: JsonLog | None, errors: dict | None = 
 
 
 def box_side(name: str, rec, white: dict) -> str:
-    """'white' (in the loss), 'same weights'/'related' (its family is in the loss), 'black'."""
+    """'white' (in the loss), 'same weights' (dlib-native when the dlib port is in the loss, as
+    faceprov.cloak.evaluation says), 'related' (its family is in the loss), 'black'."""
+    from .evaluation import SAME_WEIGHTS
+
     if name in white:
         return "white"
+    if any({name, w} <= group for group in SAME_WEIGHTS for w in white):
+        return "same weights"
     fam = getattr(rec, "family", None)
     if fam and any(getattr(r, "family", None) == fam for r in white.values()):
         return "related"

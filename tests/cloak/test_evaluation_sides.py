@@ -9,3 +9,16 @@ def test_white_black_related_same_weights():
                      "dlib-native": "same weights", "mobileface": "black box"}
     assert side_of(rec.get("dlib"), ["dlib-native"]) == "same weights"
     assert side_of(rec.get("faceres"), ["dlib"]) == "black box"
+
+
+def test_training_eval_labels_agree_with_the_benchmark():
+    from types import SimpleNamespace
+
+    from faceprov.cloak.train import box_side
+
+    dlib, fr = SimpleNamespace(family="dlib"), SimpleNamespace(family="faceres")
+    white = {"dlib": dlib, "faceres-deep": fr}
+    assert box_side("dlib", dlib, white) == "white"
+    assert box_side("dlib-native", dlib, white) == "same weights"
+    assert box_side("faceres", fr, white) == "related"
+    assert box_side("mobileface", SimpleNamespace(family="mobileface"), white) == "black"
