@@ -348,9 +348,6 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     cfg = config or TrainConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    dev = pick_device(cfg.device)
     log = JsonLog(out / "train.log.jsonl")
     ckpt_path = out / "last.ckpt"
 
@@ -358,9 +355,12 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         cfg = TrainConfig.from_dict(state["config"])  # a run keeps its own configuration
-        if config is not None and config.steps != cfg.steps:
-            cfg.steps = config.steps  # ... except how long it runs
+        if config is not None:  # ... except how long it runs and where (threads, device)
+            cfg.steps, cfg.threads, cfg.device = config.steps, config.threads, config.device
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=_jsonable) + "\n")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dev = pick_device(cfg.device)
 
     torch.manual_seed(cfg.seed)
     mcfg = cfg.model
