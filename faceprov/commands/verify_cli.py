@@ -11,21 +11,12 @@ model exits 4 with the command that trains it; a bad image exits 2.
 """
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-
-def _say(msg: str) -> None:
-    sys.stderr.write(msg.rstrip("\n") + "\n")
-
-
-def _emit(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
-    sys.stdout.flush()
+from .recover_cli import _emit, _say
 
 
 def _load_verifier(model: str, ism: Optional[Path], model_dir: Optional[Path], recognizer: Optional[str],

@@ -65,7 +65,7 @@ def eval_recovery(swaps: Path, verifier: Verifier, *, recognizer: str = "mobilef
 
     # landmarks: swapped images (detected once, cached for the folder), source/target photos
     sw_rel = [r["swapped"] for r in rows]
-    lm_sw, miss_sw = landmarks_for(swaps, sw_rel, progress=(lambda k: None))
+    lm_sw, miss_sw = landmarks_for(swaps, sw_rel)
     st_rel = list(dict.fromkeys([p for r in rows for p in (r["source"], r["target"])]))
     lm_st, miss_st = landmarks_for(root, st_rel)
     missing = set(miss_sw)
@@ -104,7 +104,7 @@ def eval_recovery(swaps: Path, verifier: Verifier, *, recognizer: str = "mobilef
         outs = {"baseline": bb_embed(align(rgb, lm, bb.input_size, bb.template).crop[None])[0]}
         for kind in models:
             t1 = time.perf_counter()
-            s, t = verifier._recover(kind, verifier.recovery[kind], fc.crop[None], fc.mask[None])
+            s, t = verifier.recover_crops(kind, verifier.recovery[kind], fc.crop[None], fc.mask[None])
             secs[kind] += time.perf_counter() - t1
             e = verifier.embed_recovered(np.concatenate([s, t]), kind, recognizer=bb)
             outs[kind] = (e[0], e[1])

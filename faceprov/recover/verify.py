@@ -198,6 +198,7 @@ class VerifyResult:
     models: dict[str, str]         # name -> version, of the models that ran
     unavailable: dict[str, str]    # recovery models asked for ("all") but absent
     recognizer: str | None
+    registry_key: str | None       # the match recognizer's key in the store ("name@version")
     threshold: float | None
     fake_threshold: float
     input_sha256: str
@@ -298,7 +299,7 @@ class Verifier:
     def detect(self, rgb: np.ndarray):
         return detect_photo(self.detector, rgb)
 
-    def _recover(self, kind: str, model, crops: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def recover_crops(self, kind: str, model, crops: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ISM-aligned uint8 crops (N,S,S,3) + ISM masks (N,S,S) -> recovered (source, target)
         uint8 crops at the model's size (same context, so a plain resize maps between them)."""
         import torch.nn.functional as F
@@ -357,7 +358,7 @@ class Verifier:
         if todo:
             for kind in (models or list(self.recovery)):
                 model = self.recovery[kind]
-                s, t = self._recover(kind, model, np.stack([f.crop for f in todo]), np.stack([f.mask for f in todo]))
+                s, t = self.recover_crops(kind, model, np.stack([f.crop for f in todo]), np.stack([f.mask for f in todo]))
                 for f, si, ti in zip(todo, s, t):
                     f.recovered[kind] = Recovered(kind, self.versions[kind], si, ti)
         return out
@@ -409,7 +410,9 @@ class Verifier:
             verdict=verdict, manipulated_probability=prob, faces=checks, skipped=skipped,
             models=dict(self.versions) if any(c.recovered for c in checks) else {"ism": self.versions["ism"]},
             unavailable=self.unavailable,
-            recognizer=getattr(self.recognizer, "name", None), threshold=getattr(self.recognizer, "threshold", None),
+            recognizer=getattr(self.recognizer, "name", None),
+            registry_key=self.recognizer.registry_key if self.recognizer is not None else None,
+            threshold=getattr(self.recognizer, "threshold", None),
             fake_threshold=self.fake_threshold, input_sha256=hashlib.sha256(data).hexdigest(),
             width=photo.size[0], height=photo.size[1], timings=t, photo=photo)
 
@@ -440,13 +443,9 @@ async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: floa
     """Search the store's identity registry for every recovered face (the match recognizer's
     registry key); fills `source_matches` / `target_matches` (source "registry"). Returns the
     number of searches made. `repo` is a `faceprov.store.Repo`."""
-    if result.recognizer is None:
+    key = result.registry_key
+    if key is None:
         return 0
-    from ..recognizers.base import registry_key
-    from .. import recognizers as R
-
-    rec = R.get(result.recognizer)
-    key = registry_key(rec)
     thr = result.threshold
     n = 0
     for f in result.faces:
