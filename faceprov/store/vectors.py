@@ -98,6 +98,11 @@ class VectorIndex:
     async def rebuild(self, session: "AsyncSession", rec: Recognizer) -> None:
         pass
 
+    async def suspend(self, session: "AsyncSession", rec: Recognizer) -> None:
+        """Stop maintaining the recognizer's ANN index row by row (bulk load); searches stay
+        correct (exact scan) until `rebuild`."""
+        pass
+
     async def flush(self) -> None:
         pass
 
@@ -208,8 +213,13 @@ class PgVectorIndex(VectorIndex):
         """Drop and re-create the recognizer's HNSW index (after a bulk load: building it in
         one go is an order of magnitude faster than maintaining it row by row)."""
         await session.execute(text(f"DROP INDEX IF EXISTS {self.index_name(int(rec.id))}"))
-        await session.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+        # the graph of 1 M 128-d vectors is ~1 GB: a build that does not fit in
+        # maintenance_work_mem spills and slows down by an order of magnitude
+        await session.execute(text("SET LOCAL maintenance_work_mem = '1536MB'"))
         await self.ensure_recognizer(session, rec)
+
+    async def suspend(self, session, rec) -> None:
+        await session.execute(text(f"DROP INDEX IF EXISTS {self.index_name(int(rec.id))}"))
 
 
 def _pg_vec(v) -> np.ndarray:

@@ -57,6 +57,48 @@ def test_topk_threshold_filter_and_recall(url):
     arun(go())
 
 
+def test_bulk_load_drops_and_rebuilds_the_index(url):
+    """`Repo.bulk_load`: searches stay exact during the load, the PostgreSQL HNSW index is gone
+    meanwhile and back afterwards (also when the load fails half way), answers unchanged."""
+    from sqlalchemy import text
+
+    rng = np.random.default_rng(8)
+
+    async def pg_indexes(repo):
+        if repo.db.backend != "postgresql":
+            return None
+        async with repo.db.engine.connect() as c:
+            rows = await c.execute(text("SELECT indexname FROM pg_indexes "
+                                        "WHERE tablename = 'identity_embeddings'"))
+            return sorted(r[0] for r in rows if "hnsw" in r[0])
+
+    async def go():
+        repo = await open_repo(url)
+        try:
+            ids, va, _ = await _bulk(repo, 20, rng)
+            before = await pg_indexes(repo)
+            more = np.stack([unit(rng, 128) for _ in range(30)])
+            async with repo.bulk_load(RA):
+                if before is not None:  # A's index is down, B's is untouched
+                    during = await pg_indexes(repo)
+                    assert len(before) == 2 and len(during) == 1 and during[0] in before
+                ids += await repo.enrol_many("alice", [(None, {RA: v}) for v in more])
+                hit = await repo.search(RA, more[5], k=1)  # exact scan while the index is down
+                assert hit[0].identity_id == ids[25] and hit[0].score > 0.999
+            assert await pg_indexes(repo) == before
+            for j in (3, 25, 49):
+                v = va[j] if j < 20 else more[j - 20]
+                assert (await repo.search(RA, v, k=1))[0].identity_id == ids[j]
+            with pytest.raises(RuntimeError):
+                async with repo.bulk_load(RA):
+                    raise RuntimeError("load failed")
+            assert await pg_indexes(repo) == before
+            assert (await repo.search(RA, more[7], k=1))[0].identity_id == ids[27]
+        finally:
+            await repo.db.close()
+    arun(go())
+
+
 def test_embedded_index_persists_and_catches_up(tmp_path):
     url = f"sqlite:///{tmp_path / 'reg.db'}"
     from faceprov.store import db as dbmod
