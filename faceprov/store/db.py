@@ -94,7 +94,7 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def create_engine(url: str, **kw) -> AsyncEngine:
+def create_engine(url: str, ef_search: int | None = None, **kw) -> AsyncEngine:
     backend = backend_of(url)
     if backend == "sqlite":
         p = sqlite_path(url)
@@ -104,7 +104,8 @@ def create_engine(url: str, **kw) -> AsyncEngine:
     else:
         kw.setdefault("pool_size", 5)
         # pgvector's HNSW search breadth for every session (raised per query when k needs it)
-        kw.setdefault("connect_args", {"server_settings": {"hnsw.ef_search": str(PG_EF_SEARCH)}})
+        kw.setdefault("connect_args", {"server_settings": {
+            "hnsw.ef_search": str(PG_EF_SEARCH if ef_search is None else int(ef_search))}})
     engine = create_async_engine(async_url(url), **kw)
     if backend == "sqlite":
         _sqlite_setup(engine)
@@ -117,14 +118,15 @@ PG_EF_SEARCH = 100
 class Database:
     """An engine, a session factory and the vector/PDQ indexes for one database URL."""
 
-    def __init__(self, url: str, *, index_dir: Path | None = None):
+    def __init__(self, url: str, *, index_dir: Path | None = None, ef_search: int | None = None):
+        """`ef_search`: ANN search breadth (more = higher recall, slower); None = defaults."""
         self.url = url
         self.backend = backend_of(url)
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, ef_search=ef_search)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         from .vectors import make_index
 
-        self.vectors = make_index(self, index_dir=index_dir)
+        self.vectors = make_index(self, index_dir=index_dir, ef_search=ef_search)
         from faceprov.provenance.pdq import PDQIndex
 
         self.pdq_index = PDQIndex()  # keyed by cloak_records.seq

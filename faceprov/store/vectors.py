@@ -244,7 +244,7 @@ class _Graph:
             from usearch.index import Index
 
             self.usearch = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=16,
-                                 expansion_add=128, expansion_search=128)
+                                 expansion_add=128, expansion_search=EmbeddedIndex.EXPANSION_SEARCH)
         else:
             self.keys = np.zeros(0, dtype=np.int64)
             self.mat = np.zeros((0, dim), dtype=np.float32)
@@ -305,6 +305,8 @@ class EmbeddedIndex(VectorIndex):
     #: below this many embeddings per recognizer the exact numpy scan is used (recall 1.0,
     #: no build time, ~15 ms at 100 k x 128-d on 2 busy cores); above it a usearch HNSW graph.
     ANN_THRESHOLD = 200_000
+    #: usearch's search breadth (ops/bench/store --ef-sweep measures recall and latency per value)
+    EXPANSION_SEARCH = 128
 
     def __init__(self, db: "Database", index_dir: Path | None, use_usearch: bool | None = None,
                  dtype: str = "f32", ann_threshold: int | None = None):
@@ -321,8 +323,21 @@ class EmbeddedIndex(VectorIndex):
         self.use_usearch = use_usearch
         self.name = "numpy-exact / usearch-hnsw" if use_usearch else "numpy-exact"
         self.dtype = dtype
+        self._expansion = self.EXPANSION_SEARCH
         self.graphs: dict[int, _Graph] = {}
         self.locks: dict[int, asyncio.Lock] = {}
+
+    @property
+    def expansion_search(self) -> int:
+        return self._expansion
+
+    @expansion_search.setter
+    def expansion_search(self, ef: int) -> None:
+        """Applies to loaded graphs and to graphs built or loaded later."""
+        self._expansion = int(ef)
+        for g in self.graphs.values():
+            if g.usearch is not None:
+                g.usearch.expansion_search = self._expansion
 
     # -- persistence -----------------------------------------------------------------
     def _paths(self, rid: int) -> tuple[Path, Path] | None:
@@ -343,6 +358,8 @@ class EmbeddedIndex(VectorIndex):
                     g.count = len(g.usearch)
             except Exception:
                 g = _Graph(dim, self.use_usearch, self.dtype)  # unreadable: rebuild from SQL
+        if g.usearch is not None:  # a saved graph carries the breadth it was saved with
+            g.usearch.expansion_search = self._expansion
         return g
 
     def _save(self, rid: int, g: _Graph) -> None:
@@ -398,6 +415,8 @@ class EmbeddedIndex(VectorIndex):
             if n != g.count:
                 # ... rows were deleted elsewhere (forget): rebuild from SQL.
                 g = _Graph(int(rec.dim), g.usearch is not None, self.dtype)
+                if g.usearch is not None:
+                    g.usearch.expansion_search = self._expansion
                 await self._add_from_sql(session, g, rid, after=0)
                 self.graphs[rid] = g
             g.generation = gen
@@ -460,12 +479,18 @@ class EmbeddedIndex(VectorIndex):
         return _best_per_identity(rows, q, k, threshold)
 
 
-def make_index(db: "Database", index_dir: Path | None = None) -> VectorIndex:
+def make_index(db: "Database", index_dir: Path | None = None,
+               ef_search: int | None = None) -> VectorIndex:
+    """`ef_search`: the ANN search breadth (pgvector's hnsw.ef_search, usearch's
+    expansion_search); None = each index's default."""
     if db.backend == "postgresql":
-        return PgVectorIndex(db)
+        return PgVectorIndex(db) if ef_search is None else PgVectorIndex(db, ef_search=ef_search)
     if index_dir is None:
         from .db import sqlite_path
 
         p = sqlite_path(db.url)
         index_dir = p.with_name(p.name + ".vectors") if p is not None else None
-    return EmbeddedIndex(db, index_dir)
+    idx = EmbeddedIndex(db, index_dir)
+    if ef_search is not None:
+        idx.expansion_search = int(ef_search)
+    return idx
