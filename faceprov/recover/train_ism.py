@@ -54,6 +54,8 @@ class ISMTrainConfig:
     w_dice: float = 1.0
     w_cls: float = 1.0
     flip: bool = True
+    self_blend: float = 0.0        # share of the fake slots filled with self-blended reals (self_blend.py)
+    init_from: str | None = None   # warm start: an ISM model folder (same architecture)
     ckpt_every: int = 200
     eval_every: int = 200
     log_every: int = 10
@@ -340,6 +342,15 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step = 0
+    if state is None and cfg.init_from:
+        src = ISM.from_pretrained(cfg.init_from)
+        if src.config.to_dict() != cfg.model.to_dict():
+            raise ValueError(f"init_from {cfg.init_from}: its config {src.config.to_dict()} differs "
+                             f"from this run's model config {cfg.model.to_dict()}")
+        model.load_state_dict({k: v.float() for k, v in src.state_dict().items()})
+        _log(logf, {"kind": "info", "msg": f"initialised from {cfg.init_from}"})
+    # face-region prior for self-blended pseudo-fakes: where the training swaps changed pixels
+    prior = data["masks"][fake_idx].float().mean(0, keepdim=True) / 255
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -360,10 +371,13 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
             "step": step, "swaps": [Path(s).name for s in cfg.swaps],
             "val_swaps": [Path(s).name for s in cfg.val_swaps],
             "data": "faceprov swap make triplets (LFW peopleDevTrain)" if cfg.swaps else "given tensors",
-            "losses": {"bce": cfg.w_bce, "dice": cfg.w_dice, "cls": cfg.w_cls}})
+            "losses": {"bce": cfg.w_bce, "dice": cfg.w_dice, "cls": cfg.w_cls},
+            "self_blend": cfg.self_blend, "init_from": cfg.init_from})
 
     n_real = int(round(cfg.batch_size * cfg.real_ratio)) if len(real_idx) else 0
     n_fake = cfg.batch_size - n_real
+    n_sbi = min(n_fake, int(round(n_fake * cfg.self_blend))) if n_real else 0
+    n_fake -= n_sbi
     amp = cfg.amp and dev.type == "cuda"
     bar = None
     if progress:
@@ -376,11 +390,19 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
         pick = fake_idx[torch.randint(len(fake_idx), (n_fake,), generator=gen)]
         if n_real:
             pick = torch.cat([pick, real_idx[torch.randint(len(real_idx), (n_real,), generator=gen)]])
-        x = data["images"][pick].to(dev).float() / 255
-        m = data["masks"][pick].to(dev).float() / 255
-        lab = data["labels"][pick].to(dev)
+        x = data["images"][pick].float() / 255
+        m = data["masks"][pick].float() / 255
+        lab = data["labels"][pick]
+        if n_sbi:
+            from .self_blend import self_blend
+
+            base = real_idx[torch.randint(len(real_idx), (n_sbi,), generator=gen)]
+            xs, ms = self_blend(data["images"][base].float() / 255, prior, gen)
+            x, m = torch.cat([x, xs]), torch.cat([m, ms])
+            lab = torch.cat([lab, torch.ones(n_sbi)])
+        x, m, lab = x.to(dev), m.to(dev), lab.to(dev)
         if cfg.flip:
-            f = (torch.rand(len(pick), generator=gen) < 0.5).to(dev)
+            f = (torch.rand(len(x), generator=gen) < 0.5).to(dev)
             x = torch.where(f[:, None, None, None], x.flip(-1), x)
             m = torch.where(f[:, None, None, None], m.flip(-1), m)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -390,7 +412,7 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
         loss.backward()
         opt.step()
         step += 1
-        seen += len(pick)
+        seen += len(x)
         if bar:
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
