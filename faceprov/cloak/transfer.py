@@ -64,19 +64,18 @@ class Attack:
 
 
 def default_attacks(budgets=(8.0, 16.0)) -> list[Attack]:
-    """The one-at-a-time ladder at the cloak's PSNR budget, then everything at larger budgets."""
+    """Plain PGD, everything on (at the cloak's PSNR budget, then larger budgets), then the
+    one-at-a-time ladder (a study cut short still has its headline rows)."""
     base = Attack("plain PGD (dlib + faceres-deep)")
     wide = replace(base, name="+ faceres (wider ensemble)", recognizers=("dlib", "faceres", "faceres-deep"))
     div = replace(wide, name="+ input diversity", jitter=True)
-    out = [base, wide, div,
-           replace(div, name="+ momentum 1.0", momentum=1.0),
-           replace(div, name="+ feature loss", feature=True),
-           replace(div, name="+ target identity", target=True),
-           replace(div, name="+ low-frequency ×4", lowfreq=4)]
-    allon = replace(div, name="all of the above", momentum=1.0, feature=True, target=True, lowfreq=4)
-    out.append(allon)
-    for b in budgets:
-        out.append(replace(allon, name=f"all, L∞ {b:g}/255", budget=b))
+    allon = replace(div, name="all techniques", momentum=1.0, feature=True, target=True, lowfreq=4)
+    out = [base, allon] + [replace(allon, name=f"all techniques, L∞ {b:g}/255", budget=b) for b in budgets]
+    out += [wide, div,
+            replace(div, name="wider + diversity + target identity", target=True),
+            replace(div, name="wider + diversity + feature loss", feature=True),
+            replace(div, name="wider + diversity + low-frequency ×4", lowfreq=4),
+            replace(div, name="wider + diversity + momentum 1.0", momentum=1.0)]
     return out
 
 
@@ -157,8 +156,9 @@ def load_crops(labels: Path, root: Path, size: int, template: str, max_identitie
 
 
 def run_study(data: Crops, attacks: list[Attack], eval_names: list[str], batch: int = 10,
-              progress=None, lookup=None) -> dict:
-    """`lookup(name) -> recognizer` defaults to the registry (unavailable ones are skipped)."""
+              progress=None, lookup=None, on_row=None) -> dict:
+    """`lookup(name) -> recognizer` defaults to the registry (unavailable ones are skipped);
+    `on_row(result so far)` after each attack (benchmarks write partial tables)."""
     if lookup is None:
         evals = {n: rec.get(n) for n in eval_names if rec.available(n)[0]}
         lookup = rec.get
@@ -179,7 +179,13 @@ def run_study(data: Crops, attacks: list[Attack], eval_names: list[str], batch: 
                                             data.probe_ids, ks=(1,))["top1"])
 
     clean = {n: top1(n, data.probes) for n in evals}
-    rows = []
+    rows: list[dict] = []
+
+    def result(rs):
+        return {"identities": len(data.gallery_ids), "probes": len(data.probe_ids), "crop": data.size,
+                "template": data.template, "clean_top1": clean, "rows": list(rs),
+                "attacks_planned": len(attacks)}
+
     for a_i, atk in enumerate(attacks):
         white = {n: lookup(n) for n in atk.recognizers}
         loss_fn = IdentityLoss(white, IdentityConfig(recognizers=list(white), jitter=atk.jitter,
@@ -204,5 +210,6 @@ def run_study(data: Crops, attacks: list[Attack], eval_names: list[str], batch: 
             row["top1"][n] = round(top1(n, adv), 3)
             row["top1_jpeg75"][n] = round(top1(n, jpg), 3)
         rows.append(row)
-    return {"identities": len(data.gallery_ids), "probes": len(data.probe_ids), "crop": data.size,
-            "template": data.template, "clean_top1": clean, "rows": rows}
+        if on_row:
+            on_row(result(rows))
+    return result(rows)

@@ -72,6 +72,16 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     start = next((r for r in log if r.get("msg") == "start"), {})
     evals = [r for r in log if r.get("kind") == "eval"]
     trains = [r for r in log if r.get("kind") == "train"]
+    # a warm-started run: keep the parent's training history (its card may be the one replaced)
+    parent = None
+    if cfg.get("init_from"):
+        pc = Path(cfg["init_from"]) / "MODEL_CARD.md"
+        if pc.exists():
+            txt = pc.read_text()
+            if "## Training" in txt:
+                parent = txt.split("## Training", 1)[1].split("\n## ", 1)[0].strip()
+    if start == {}:  # resumed or warm-started logs: the first info line names the device
+        start = next((r for r in log if r.get("kind") == "info" and r.get("device")), {})
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.safetensors", "config.json"):
         (tmp / f).replace(dest / f)
@@ -94,6 +104,14 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     else:
         lines.append(f"- losses: BCE {cfg.get('w_bce')} + Dice {cfg.get('w_dice')} on the mask, "
                      f"BCE {cfg.get('w_cls')} on the real/fake score")
+        if cfg.get("self_blend"):
+            lines.append(f"- self-blended pseudo-fakes (`faceprov/recover/self_blend.py`): "
+                         f"{cfg['self_blend']:.0%} of the fake slots of each batch are real crops "
+                         "blended with an altered copy of themselves in a moved, blurred face mask")
+    if cfg.get("init_from"):
+        lines.append(f"- warm start from `{cfg['init_from']}` (steps above are this run's only)")
+        if parent:
+            lines += ["", "### The warm start's own training", "", parent]
     if trains:
         lines.append(f"- last training log line: `{json.dumps({k: v for k, v in trains[-1].items() if k != 'time'})}`")
     lines += ["", "## Last held-out evaluation during training", ""]
