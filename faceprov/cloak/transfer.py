@@ -16,6 +16,7 @@ number that misses the target here misses it end to end too.
 from __future__ import annotations
 
 import io
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,10 +47,12 @@ class Attack:
     feature: bool = False         # + intermediate-feature distortion
     target: bool = False          # + pull towards the least similar other identity in the batch
     lowfreq: int = 1              # perturbation optimised at 1/lowfreq resolution, upsampled
+    psnr: float | None = None     # an L2 budget instead of L-inf: the perturbation's RMS at this PSNR
     extra: dict = field(default_factory=dict)
 
     def describe(self) -> str:
-        parts = ["+".join(self.recognizers), f"L∞ {self.budget:g}/255", f"{self.steps} steps"]
+        bud = f"L2 at PSNR {self.psnr:g} dB" if self.psnr else f"L∞ {self.budget:g}/255"
+        parts = ["+".join(self.recognizers), bud, f"{self.steps} steps"]
         if self.jitter:
             parts.append("input diversity")
         if self.momentum:
@@ -76,6 +79,10 @@ def default_attacks(budgets=(8.0, 16.0)) -> list[Attack]:
             replace(div, name="wider + diversity + feature loss", feature=True),
             replace(div, name="wider + diversity + low-frequency ×4", lowfreq=4),
             replace(div, name="wider + diversity + momentum 1.0", momentum=1.0)]
+    # the target's own budget is a PSNR, not an L-inf ball: L2-bounded attacks at PSNR 38 dB
+    out += [replace(base, name="plain PGD, L2 budget", psnr=38.0),
+            replace(allon, name="all techniques, L2 budget", psnr=38.0),
+            replace(div, name="wider + diversity, L2 budget", psnr=38.0)]
     return out
 
 
@@ -95,6 +102,17 @@ def pgd(x0: torch.Tensor, loss_fn: IdentityLoss, attack: Attack, identities: lis
     def up(d):
         return F.interpolate(d, size=(s, s), mode="bilinear", align_corners=False) if low > 1 else d
 
+    # L2 ball (PSNR budget): radius = RMS * sqrt(pixels of the full-resolution perturbation);
+    # a low-frequency delta is measured after upsampling, so its radius is checked there
+    rms = 10 ** (-attack.psnr / 20) if attack.psnr else None
+    radius = rms * math.sqrt(c * s * s) if rms else None
+
+    def project(d):
+        if radius is None:
+            return d.clamp(-eps, eps)
+        norm = up(d).flatten(1).norm(dim=1).clamp_min(1e-12)
+        return d * (radius / norm).clamp(max=1.0).view(-1, 1, 1, 1)
+
     for _ in range(attack.steps):
         d = delta.clone().requires_grad_(True)
         x = (x0 + up(d)).clamp(0, 1)
@@ -106,7 +124,12 @@ def pgd(x0: torch.Tensor, loss_fn: IdentityLoss, attack: Attack, identities: lis
                 grad = grad / grad.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 g_acc = attack.momentum * g_acc + grad
                 grad = g_acc
-            delta = (delta - alpha * grad.sign()).clamp(-eps, eps)
+            if radius is None:
+                delta = project(delta - alpha * grad.sign())
+            else:  # normalised-gradient step of 2.5 radius / steps in L2
+                g2 = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+                step = 2.5 * radius / max(1, attack.steps) * math.sqrt(g2[0].numel() / (c * s * s))
+                delta = project(delta - step * g2)
     with torch.no_grad():
         return (x0 + up(delta)).clamp(0, 1)
 

@@ -54,3 +54,16 @@ def test_study_reports_every_recognizer_and_quality(tiny_recs):
     # PSNR follows the budget: an L-inf of 1 grey level cannot go below 48.1 dB
     assert weak["psnr"] >= 48.1 and strong["psnr"] < weak["psnr"]
     assert strong["top1"]["dlib"] + strong["top1"]["faceres"] < 2.0
+
+
+def test_l2_budget_holds_the_psnr(tiny_recs):
+    from faceprov import metrics
+
+    x0 = _faces()
+    fn = _loss(tiny_recs, jitter=False)
+    for low in (1, 4):
+        out = T.pgd(x0, fn, T.Attack("l2", tuple(tiny_recs), steps=8, psnr=34.0, lowfreq=low))
+        for a, b in zip(out, x0):
+            p = metrics.psnr((a.permute(1, 2, 0).numpy() * 255).round().astype("uint8"),
+                             (b.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+            assert 33.0 < p < 40.0, p  # at the budget (rounding to uint8 moves it a little), not far inside
