@@ -401,6 +401,17 @@ def _page(request: web.Request) -> tuple[int, int]:
             _int("offset", request.query.get("offset"), 0, 1_000_000, 0))
 
 
+def _time_param(request: web.Request, name: str) -> str | None:
+    """An optional date-time query parameter: absent = no bound; present but empty is an error
+    (not silently "no bound": an auditor's `until=` typo must not widen the query)."""
+    v = request.query.get(name)
+    if v is None:
+        return None
+    if not v.strip():
+        raise ApiError(400, "invalid_parameter", f"{name} must be an ISO 8601 date-time, got an empty value")
+    return v
+
+
 async def list_cloaks(request: web.Request) -> web.Response:
     p: Principal = await request.app[AUTH].require(request, "list_cloaks")
     repo = _repo(request)
@@ -412,8 +423,8 @@ async def list_cloaks(request: web.Request) -> web.Response:
         owner = p.account_id
     if owner is not None and len(owner) > 128:
         raise ApiError(400, "invalid_parameter", "owner is too long")
-    items = await repo.history(owner=owner, since=request.query.get("since") or None,
-                               until=request.query.get("until") or None, limit=limit, offset=offset)
+    items = await repo.history(owner=owner, since=_time_param(request, "since"),
+                               until=_time_param(request, "until"), limit=limit, offset=offset)
     return _json({"items": items})
 
 

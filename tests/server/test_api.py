@@ -255,6 +255,23 @@ def test_user_never_sees_another_users_history(srv, face_jpeg, face_jpeg2):
         assert requests.get(f"{srv.url}/v1/cloaks/{a_id}", headers=hdr(srv.keys[who]), timeout=T).status_code == 200
 
 
+def test_history_time_bounds(srv, face_jpeg):
+    r = requests.post(srv.url + "/v1/cloak", data=face_jpeg, headers=hdr(srv.keys["alice"]), timeout=T)
+    rid = r.headers["X-Faceprov-Record-Id"]
+    key = hdr(srv.keys["aud"])
+
+    def get(q):
+        return requests.get(srv.url + "/v1/cloaks?limit=1000&" + q, headers=key, timeout=T)
+
+    assert rid in {x["id"] for x in get("since=2000-01-01T00:00:00Z").json()["items"]}
+    assert rid not in {x["id"] for x in get("until=2000-01-01T00:00:00Z").json()["items"]}
+    # an empty or malformed bound is an error, never a silently unbounded query
+    for q in ("until=", "since=", "since=%20", "until=yesterday"):
+        r = get(q)
+        assert r.status_code == 400, (q, r.status_code, r.text)
+        assert r.json()["error"]["code"] in ("invalid_parameter", "invalid_input"), r.text
+
+
 def test_verifications_visibility(srv):
     import hashlib
 
