@@ -541,6 +541,12 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     log = run / "train.log.jsonl"
     if log.exists():
         evals = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("kind") == "eval"]
+    # a warm-started run: keep the parent's training history (its card may be the one replaced)
+    parent = None
+    if cfg.init_from and (Path(cfg.init_from) / "MODEL_CARD.md").exists():
+        txt = (Path(cfg.init_from) / "MODEL_CARD.md").read_text()
+        if "## Training" in txt:
+            parent = txt.split("## Training", 1)[1].split("\n## ", 1)[0].strip()
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.safetensors", "config.json"):
         shutil.copyfile(src / f, dest / f)
@@ -563,6 +569,13 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
         f"- losses: {cfg.lambda_mse} MSE + {cfg.lambda_ssim} (1 - {cfg.perceptual.upper()}) + {cfg.lambda_floor} "
         f"floors (PSNR {cfg.psnr_floor} dB at {cfg.eval_strength}, SSIM {cfg.ssim_floor}) + {cfg.lambda_adv} "
         f"PatchGAN ({cfg.gan_loss}, from step {cfg.adv_start}) + {cfg.lambda_id} DLW identity",
+    ]
+    if cfg.init_from:
+        lines.append(f"- warm start from `{cfg.init_from}` (the steps above are this run's only; "
+                     "a fresh discriminator and DLW state)")
+        if parent:
+            lines += ["", "### The warm start's own training", "", parent]
+    lines += [
         "", "## Dynamic Loss Weighting", "", "```", (dlw_mod.__doc__ or "").strip(), "```",
         f"", f"Settings: {json.dumps(asdict(cfg.dlw))}", "",
         "## Last training-time evaluation (held-out peopleDevTest faces, tensors, not end to end)", "",
