@@ -113,7 +113,8 @@ def create_engine(url: str, ef_search: int | None = None, **kw) -> AsyncEngine:
 
 
 #: pgvector's hnsw.ef_search for every session. `ops/bench/store --n 1000000 --ef-sweep` at
-#: 1 M x 128-d on 2 cores: 100 -> recall@10 0.889, p99 8.9 ms; 200 -> 0.957, p99 10.0 ms;
+#: 1 M x 128-d on 2 cores: 100 -> recall@10 0.889, p99 8.8 ms; 200 -> 0.957, p99 10.0 / 11.9 ms
+#: (two runs, end to end; the SQL statement alone 8.5 ms);
 #: 400 -> 0.989, p99 17.6 ms. 200 is the smallest breadth with recall@10 >= 0.95.
 PG_EF_SEARCH = 200
 

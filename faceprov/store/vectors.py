@@ -308,7 +308,7 @@ class EmbeddedIndex(VectorIndex):
     #: no build time, ~15 ms at 100 k x 128-d on 2 busy cores); above it a usearch HNSW graph.
     ANN_THRESHOLD = 200_000
     #: usearch's search breadth: `ops/bench/store --n 1000000 --ef-sweep 200,400,800` measured
-    #: recall@10 0.913 / 0.952 / 0.986 / 0.997 at 128 / 200 / 400 / 800, p99 under 8 ms for all
+    #: recall@10 0.913 / 0.952 / 0.986 / 0.997 at 128 / 200 / 400 / 800, p99 under 10 ms for all
     #: (docs/benchmarks.md); 400 is the knee.
     EXPANSION_SEARCH = 400
 
