@@ -527,6 +527,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     written from the run's configuration and its last evaluation."""
     import shutil
 
+    from ..model_card import warm_start_history
     from . import dlw as dlw_mod
     from .model import WEIGHTS_DIR
 
@@ -542,11 +543,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     if log.exists():
         evals = [r for r in map(json.loads, log.read_text().splitlines()) if r.get("kind") == "eval"]
     # a warm-started run: keep the parent's training history (its card may be the one replaced)
-    parent = None
-    if cfg.init_from and (Path(cfg.init_from) / "MODEL_CARD.md").exists():
-        txt = (Path(cfg.init_from) / "MODEL_CARD.md").read_text()
-        if "## Training" in txt:
-            parent = txt.split("## Training", 1)[1].split("\n## ", 1)[0].strip()
+    parent = warm_start_history(cfg.init_from)
     dest.mkdir(parents=True, exist_ok=True)
     for f in ("model.safetensors", "config.json"):
         shutil.copyfile(src / f, dest / f)

@@ -49,6 +49,8 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     in float32); the card describes what was shipped."""
     import torch
 
+    from ..model_card import warm_start_history
+
     run = Path(run_dir)
     src = run / "model"
     info_f = src / "config.json"
@@ -73,13 +75,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     evals = [r for r in log if r.get("kind") == "eval"]
     trains = [r for r in log if r.get("kind") == "train"]
     # a warm-started run: keep the parent's training history (its card may be the one replaced)
-    parent = None
-    if cfg.get("init_from"):
-        pc = Path(cfg["init_from"]) / "MODEL_CARD.md"
-        if pc.exists():
-            txt = pc.read_text()
-            if "## Training" in txt:
-                parent = txt.split("## Training", 1)[1].split("\n## ", 1)[0].strip()
+    parent = warm_start_history(cfg.get("init_from"))
     if start == {}:  # resumed or warm-started logs: the first info line names the device
         start = next((r for r in log if r.get("kind") == "info" and r.get("device")), {})
     dest.mkdir(parents=True, exist_ok=True)

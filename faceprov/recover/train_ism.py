@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .ism import ISM, ISMConfig, align_face
+from .self_blend import self_blend
 
 
 @dataclass
@@ -349,8 +350,6 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
                              f"from this run's model config {cfg.model.to_dict()}")
         model.load_state_dict({k: v.float() for k, v in src.state_dict().items()})
         _log(logf, {"kind": "info", "msg": f"initialised from {cfg.init_from}"})
-    # face-region prior for self-blended pseudo-fakes: where the training swaps changed pixels
-    prior = data["masks"][fake_idx].float().mean(0, keepdim=True) / 255
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -378,6 +377,8 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
     n_fake = cfg.batch_size - n_real
     n_sbi = min(n_fake, int(round(n_fake * cfg.self_blend))) if n_real else 0
     n_fake -= n_sbi
+    # face-region prior for self-blended pseudo-fakes: where the training swaps changed pixels
+    prior = data["masks"][fake_idx].float().mean(0, keepdim=True) / 255 if n_sbi else None
     amp = cfg.amp and dev.type == "cuda"
     bar = None
     if progress:
@@ -394,8 +395,6 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
         m = data["masks"][pick].float() / 255
         lab = data["labels"][pick]
         if n_sbi:
-            from .self_blend import self_blend
-
             base = real_idx[torch.randint(len(real_idx), (n_sbi,), generator=gen)]
             xs, ms = self_blend(data["images"][base].float() / 255, prior, gen)
             x, m = torch.cat([x, xs]), torch.cat([m, ms])

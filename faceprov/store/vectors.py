@@ -235,7 +235,7 @@ def _pg_vec(v) -> np.ndarray:
 class _Graph:
     """One recognizer's in-memory ANN structure (usearch HNSW, or exact numpy)."""
 
-    def __init__(self, dim: int, use_usearch: bool, dtype: str):
+    def __init__(self, dim: int, use_usearch: bool, dtype: str, expansion: int):
         self.dim = dim
         self.generation = -1
         self.max_id = 0
@@ -246,7 +246,7 @@ class _Graph:
             from usearch.index import Index
 
             self.usearch = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=16,
-                                 expansion_add=128, expansion_search=EmbeddedIndex.EXPANSION_SEARCH)
+                                 expansion_add=128, expansion_search=expansion)
         else:
             self.keys = np.zeros(0, dtype=np.int64)
             self.mat = np.zeros((0, dim), dtype=np.float32)
@@ -350,7 +350,7 @@ class EmbeddedIndex(VectorIndex):
         return self.dir / f"r{rid}.usearch", self.dir / f"r{rid}.json"
 
     def _load(self, rid: int, dim: int, use_usearch: bool) -> _Graph:
-        g = _Graph(dim, use_usearch, self.dtype)
+        g = _Graph(dim, use_usearch, self.dtype, self._expansion)
         p = self._paths(rid)
         if use_usearch and p is not None and p[0].is_file() and p[1].is_file():
             try:
@@ -361,7 +361,7 @@ class EmbeddedIndex(VectorIndex):
                     g.max_id = int(meta["max_id"])
                     g.count = len(g.usearch)
             except Exception:
-                g = _Graph(dim, self.use_usearch, self.dtype)  # unreadable: rebuild from SQL
+                g = _Graph(dim, self.use_usearch, self.dtype, self._expansion)  # unreadable: rebuild
         if g.usearch is not None:  # a saved graph carries the breadth it was saved with
             g.usearch.expansion_search = self._expansion
         return g
@@ -418,9 +418,7 @@ class EmbeddedIndex(VectorIndex):
                                        .where(IdentityEmbedding.recognizer_id == rid))).scalar_one()
             if n != g.count:
                 # ... rows were deleted elsewhere (forget): rebuild from SQL.
-                g = _Graph(int(rec.dim), g.usearch is not None, self.dtype)
-                if g.usearch is not None:
-                    g.usearch.expansion_search = self._expansion
+                g = _Graph(int(rec.dim), g.usearch is not None, self.dtype, self._expansion)
                 await self._add_from_sql(session, g, rid, after=0)
                 self.graphs[rid] = g
             g.generation = gen
@@ -488,7 +486,7 @@ def make_index(db: "Database", index_dir: Path | None = None,
     """`ef_search`: the ANN search breadth (pgvector's hnsw.ef_search, usearch's
     expansion_search); None = each index's default."""
     if db.backend == "postgresql":
-        return PgVectorIndex(db) if ef_search is None else PgVectorIndex(db, ef_search=ef_search)
+        return PgVectorIndex(db, ef_search=ef_search)
     if index_dir is None:
         from .db import sqlite_path
 

@@ -1,0 +1,18 @@
+"""Shared pieces of the MODEL_CARD.md files that the exporters write."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def warm_start_history(init_from: str | Path | None) -> str | None:
+    """The "## Training" section of the card beside a warm start's weights (read before an
+    export replaces that card), or None when there is no warm start or no such section."""
+    if not init_from:
+        return None
+    card = Path(init_from) / "MODEL_CARD.md"
+    if not card.exists():
+        return None
+    txt = card.read_text()
+    if "## Training" not in txt:
+        return None
+    return txt.split("## Training", 1)[1].split("\n## ", 1)[0].strip()
