@@ -1,7 +1,11 @@
 """Start a throw-away PostgreSQL with pgvector from the `pgserver` PyPI wheel.
 
     python ops/pg.py DIR            # start (or reuse) a server in DIR, print its URL
+    python ops/pg.py DIR --set shared_buffers=4GB   # ... with server settings (repeatable)
     python ops/pg.py DIR --stop     # stop it
+
+For a large registry give shared_buffers at least the HNSW index (about 0.8 GB per million
+128-d embeddings): `ops/bench/store` measures the search with 4GB.
 
 From Python (tests, benchmarks): `start(dir) -> (url, server)`; `server.cleanup()` stops it.
 The URL is a plain `postgresql://` URL (unix socket), usable as FACEPROV_DB.
@@ -21,17 +25,29 @@ class PostgresUnavailable(RuntimeError):
     pass
 
 
-def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = False):
+#: settings that only take effect when the postmaster starts (ALTER SYSTEM + restart)
+RESTART_SETTINGS = {"shared_buffers", "max_connections", "huge_pages"}
+
+
+def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = False,
+          settings: dict[str, str] | None = None):
     """Start Postgres in data_dir; returns (sqlalchemy url, server). Raises if it cannot.
 
     fast=True turns fsync off (tests only: the server's own crash safety is not under test,
-    a killed *client* still loses nothing it committed)."""
+    a killed *client* still loses nothing it committed). settings: server parameters
+    (e.g. {"shared_buffers": "4GB"}) written with ALTER SYSTEM; the server is restarted when
+    one of them needs it. pgserver's initdb leaves shared_buffers at 128 MB, which a 1 M x
+    128-d HNSW index (~0.8 GB) does not fit in: every search then copies pages in from the
+    OS cache."""
     try:
         import pgserver
     except ImportError as e:  # pragma: no cover
         raise PostgresUnavailable(
             "pgserver is not installed (pip install pgserver): it bundles PostgreSQL+pgvector"
         ) from e
+    for k, v in (settings or {}).items():  # checked before anything starts
+        if not k.replace("_", "").isalnum() or "'" in str(v) or "\\" in str(v):
+            raise ValueError(f"bad server setting {k}={v!r}")
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -40,6 +56,8 @@ def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = 
         if fast:
             srv.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET full_page_writes = off;")
             srv.psql("SELECT pg_reload_conf();")
+        if settings:
+            _apply_settings(srv, settings)
     except Exception as e:
         raise PostgresUnavailable(f"could not start PostgreSQL in {data_dir}: {e}") from e
     uri = srv.get_uri()  # postgresql://postgres:@/postgres?host=/socket/dir
@@ -48,6 +66,29 @@ def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = 
     host = q.get("host", [str(data_dir)])[0]
     url = f"postgresql://postgres@/postgres?host={host}"
     return url, srv
+
+
+def _apply_settings(srv, settings: dict[str, str]) -> None:
+    for k, v in settings.items():
+        srv.psql(f"ALTER SYSTEM SET {k} = '{v}';")
+    if RESTART_SETTINGS & set(settings):
+        from pgserver._commands import pg_ctl
+        from pgserver.utils import PostmasterInfo
+
+        # pg_ctl restart reuses the options the server was started with (socket dir, log)
+        pg_ctl(["-w", "restart"], pgdata=srv.pgdata, user=srv.system_user, timeout=60)
+        info = PostmasterInfo.read_from_pgdata(srv.pgdata)
+        if info is None or not info.is_running():
+            raise PostgresUnavailable("PostgreSQL did not come back after a restart")
+        srv._postmaster_info = info  # so that cleanup() stops the new postmaster
+    else:
+        srv.psql("SELECT pg_reload_conf();")
+
+
+def show(srv, name: str) -> str:
+    """A server parameter's current value (e.g. show(srv, "shared_buffers") -> "4GB")."""
+    out = srv.psql(f"SHOW {name};").splitlines()
+    return out[2].strip() if len(out) > 2 else ""
 
 
 def scratch_dir() -> Path:
@@ -79,7 +120,19 @@ def main(argv: list[str]) -> int:
 
         pgserver.get_server(str(d), cleanup_mode="stop").cleanup()
         return 0
-    url, _ = start(d, cleanup_mode=None)
+    settings = {}
+    for i, a in enumerate(argv):
+        if a == "--set":
+            if i + 1 >= len(argv) or "=" not in argv[i + 1]:
+                print("--set needs NAME=VALUE", file=sys.stderr)
+                return 2
+            k, v = argv[i + 1].split("=", 1)
+            settings[k] = v
+    try:
+        url, _ = start(d, cleanup_mode=None, settings=settings or None)
+    except (ValueError, PostgresUnavailable) as e:
+        print(e, file=sys.stderr)
+        return 2
     print(url)
     return 0
 

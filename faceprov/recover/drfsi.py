@@ -37,6 +37,7 @@ deterministic for a given generator (a fixed seed when none is given).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -63,6 +64,11 @@ class DRFSIConfig:
     timesteps: int = 1000          # training diffusion steps
     beta_schedule: str = "linear"  # DDPM's (1e-4 .. 0.02)
     sample_steps: int = 10         # DDIM steps of `recover`
+    # where sampling starts, as a fraction of T: 1.0 = from pure noise (the paper); < 1 starts
+    # SDEdit-style from the swapped face noised to t = sample_start * T (pose, light and
+    # background are the swap's anyway), which spares an under-trained eps-model its worst
+    # steps: at t ~ T the x0 estimate divides the noise error by sqrt(a_t) ~ 0.006.
+    sample_start: float = 1.0
     seed: int = 0                  # generator seed of `recover` when none is given
 
     def to_dict(self) -> dict:
@@ -217,22 +223,41 @@ class DRFSI(nn.Module):
 
     @torch.no_grad()
     def sample(self, fake: torch.Tensor, side: torch.Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, start: float | None = None) -> torch.Tensor:
         """DDIM (eta = 0) from noise drawn with `generator` (on the CPU, so the result does not
-        depend on the device); fake at the model's size in [0, 1] -> faces in [0, 1]."""
+        depend on the device); fake at the model's size in [0, 1] -> faces in [0, 1]. `start`
+        (default: the config's `sample_start`) < 1 starts from the fake noised to start * T."""
         steps = int(steps or self.config.sample_steps)
+        start = float(self.config.sample_start if start is None else start)
+        if not 0.0 < start <= 1.0:
+            raise ValueError(f"sample_start must be within (0, 1], got {start}")
         if generator is None:
             generator = torch.Generator().manual_seed(self.config.seed)
-        sch = self.sampling_scheduler(steps)
-        x = torch.randn(fake.shape, generator=generator, dtype=torch.float32).to(fake.device)
-        for t in sch.timesteps:
+        noise = torch.randn(fake.shape, generator=generator, dtype=torch.float32).to(fake.device)
+        if start >= 1.0:
+            sch = self.sampling_scheduler(steps)
+            timesteps = sch.timesteps
+            x = noise
+        else:
+            # the tail of a longer trailing schedule: `steps` steps, all at t <= start * T,
+            # with the same spacing DDIM's step() assumes (T / total steps)
+            total = max(steps, int(math.ceil(steps / start)))
+            sch = self.sampling_scheduler(total)
+            timesteps = sch.timesteps[-steps:]
+            x = self.add_noise(fake.float() * 2 - 1, noise, timesteps[:1].expand(fake.shape[0]).to(fake.device))
+        for t in timesteps:
             eps = self(x, t.to(fake.device), fake, side).float()
-            x = sch.step(eps, t, x, eta=0.0).prev_sample
+            out = sch.step(eps, t, x, eta=0.0)
+            x = out.prev_sample
+        # the last step's x0 estimate: when T is not a multiple of the schedule's length the last
+        # step lands on t = 0, whose alpha (1 - 1e-4) would leave 1 % of the noise in
+        x = out.pred_original_sample
         return ((x + 1) / 2).clamp(0, 1)
 
     @torch.no_grad()
     def recover(self, x: torch.Tensor, mask: torch.Tensor | None = None, steps: int | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None, start: float | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Swapped aligned crops (N,3,H,W) in [0,1] -> (source, target) in [0,1] at (H, W).
         `mask` is accepted for the interface of DFREC and unused (the AttributeNet sees the whole
         face). Both sides are sampled in one batch: noise for the target rows, then the source rows."""
@@ -246,7 +271,7 @@ class DRFSI(nn.Module):
                                   antialias=max(hw) > s).clamp(0, 1)
             n = f.shape[0]
             side = torch.cat([torch.full((n,), TARGET), torch.full((n,), SOURCE)]).to(f.device)
-            out = self.sample(torch.cat([f, f]), side, steps, generator)
+            out = self.sample(torch.cat([f, f]), side, steps, generator, start)
             if tuple(out.shape[-2:]) != tuple(hw):
                 out = F.interpolate(out, size=tuple(hw), mode="bilinear", align_corners=False,
                                     antialias=s > max(hw)).clamp(0, 1)

@@ -15,6 +15,9 @@ mobileface: never in any recovery loss). Per recovery model and for the no-recov
   holds the very photo that was swapped); triplets whose person has no such photo are left out of
   that side's top-1 and counted.
 - seconds per image of that model (ISM excluded; ISM has its own line).
+- a *clean photo (ceiling)* row: gallery top-1 of the true target and source photos themselves,
+  i.e. what the judge recognizer achieves on undamaged faces; no recovery can be expected to
+  beat it.
 
 ISM: real/fake AUC over swapped faces vs the clean target and source photos of the same
 triplets, the false-positive rate on those clean photos and the true-positive rate at the
@@ -108,6 +111,12 @@ def eval_recovery(swaps: Path, verifier: Verifier, *, recognizer: str = "mobilef
             secs[kind] += time.perf_counter() - t1
             e = verifier.embed_recovered(np.concatenate([s, t]), kind, recognizer=bb)
             outs[kind] = (e[0], e[1])
+        # ceiling: the true target / source photos themselves against the gallery (another
+        # photo of each person): what the judge recognizer can do on undamaged faces
+        c = per.setdefault("clean photo (ceiling)", {})
+        for side, vec, who in (("t", et, r["target_identity"]), ("s", es, r["source_identity"])):
+            if who in gallery.identities:
+                c.setdefault(f"top1_{side}", []).append(float(gallery.search(vec, 1)[0][0] == who))
         for kind, v in outs.items():
             ers, ert = (v, v) if kind == "baseline" else v
             d = per[kind]
@@ -142,7 +151,7 @@ def eval_recovery(swaps: Path, verifier: Verifier, *, recognizer: str = "mobilef
         o = {k: round(float(np.mean(v)), 4) for k, v in d.items() if v}
         o["n_top1_target"] = len(d.get("top1_t", []))
         o["n_top1_source"] = len(d.get("top1_s", []))
-        if kind != "baseline":
+        if kind in secs:
             o["seconds_per_image"] = round(secs[kind] / max(used, 1), 3)
             o["version"] = verifier.versions[kind]
         return o

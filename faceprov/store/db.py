@@ -113,9 +113,11 @@ def create_engine(url: str, ef_search: int | None = None, **kw) -> AsyncEngine:
 
 
 #: pgvector's hnsw.ef_search for every session. `ops/bench/store --n 1000000 --ef-sweep` at
-#: 1 M x 128-d on 2 cores: 100 -> recall@10 0.889, p99 8.8 ms; 200 -> 0.957, p99 10.0 / 11.9 ms
-#: (two runs, end to end; the SQL statement alone 8.5 ms);
-#: 400 -> 0.989, p99 17.6 ms. 200 is the smallest breadth with recall@10 >= 0.95.
+#: 1 M x 128-d on 2 cores, server with shared_buffers 4GB (the 0.8 GB index fits in it):
+#: 100 -> recall@10 0.887, p99 7.8 ms; 200 -> 0.954, p99 7.2 ms; 400 -> 0.988, p99 14.3 ms,
+#: end to end. 200 is the smallest breadth with recall@10 >= 0.95. (With pgserver's default
+#: 128 MB of shared_buffers the same search had a p99 of 10-12 ms: pages copied in from the
+#: OS cache on every search.)
 PG_EF_SEARCH = 200
 
 

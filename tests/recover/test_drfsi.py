@@ -68,6 +68,40 @@ def test_recover_is_deterministic():
     assert int(m.sampling_scheduler(4).timesteps[0]) == m.config.timesteps - 1  # trailing spacing
 
 
+def test_sampling_start_uses_the_tail_of_the_schedule_and_an_exact_model_returns_its_answer():
+    """An oracle eps-model whose answer is the fake itself: DDIM must hand the fake back for any
+    start; a start < 1 runs `steps` evenly spaced steps, all at t <= start * T."""
+    m = _model()
+    f, _, _ = batch(2)
+    seen = []
+
+    def oracle(x, t, fake, side):
+        seen.append(int(t))
+        a = m.alphas_cumprod[int(t)]
+        return (x - a.sqrt() * (fake * 2 - 1)) / (1 - a).sqrt()
+
+    m.forward = oracle
+    for start, steps in ((1.0, 4), (0.4, 5), (0.05, 3)):
+        seen.clear()
+        out = m.sample(f, torch.zeros(2, dtype=torch.long), steps=steps, start=start)
+        assert torch.allclose(out, f, atol=1e-3)
+        big_t = m.config.timesteps
+        assert len(seen) == steps and max(seen) <= start * big_t
+        gaps = {a - b for a, b in zip(seen, seen[1:])}
+        assert max(gaps) - min(gaps) <= 1 and min(gaps) > 0  # even (to rounding), decreasing
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="sample_start"):
+            m.sample(f, torch.zeros(2, dtype=torch.long), start=bad)
+
+
+def test_sampling_from_the_noised_fake_stays_closer_to_it():
+    m = _model()
+    f, _, _ = batch(2)
+    full = m.recover(f, steps=3)[1]
+    near = m.recover(f, steps=3, start=0.1)[1]
+    assert (near - f).abs().mean() < (full - f).abs().mean()
+
+
 def test_forward_matches_the_diffusers_unet_without_attributes():
     """Our forward runs UNet2DModel's own modules in its order: without residuals it is UNet2DModel."""
     m = _model()

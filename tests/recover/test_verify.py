@@ -219,6 +219,10 @@ def test_eval_recovery_on_a_small_swap_folder(verifier, lfw_root, tmp_path):
     assert base["racc_s"] >= 0.5
     assert drn["seconds_per_image"] > 0 and res["ism"]["n_fake"] == 4 and res["ism"]["n_real"] >= 4
     assert 0 <= res["ism"]["auc"] <= 1 and 0 <= res["ism"]["mask_iou"] <= 1
+    # the ceiling row: the true photos themselves, only gallery top-1 (nothing was recovered)
+    ceil = res["models"]["clean photo (ceiling)"]
+    assert set(ceil) >= {"top1_t", "top1_s"} and "racc_t" not in ceil and "seconds_per_image" not in ceil
+    assert ceil["top1_t"] >= base["top1_t"]
 
 
 def test_export_writes_weights_and_a_model_card(tmp_path):
