@@ -4,12 +4,17 @@ losses, the last held-out evaluation). The card says where its numbers come from
 numbers are in docs/benchmarks.md (`ops/bench/recovery`).
 
     .venv/bin/python -m faceprov.recover.export RUN [DEST] [--max-mb 20]
+        [--set sample_start=0.4 --why "ops/bench/drfsi_sampling on training triplets"]
+
+`--set` changes an inference-only setting of the shipped config (DRFSI's `sample_start` and
+`sample_steps`; nothing the weights depend on), and the card records it with `--why`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from .verify import WEIGHTS_ROOT
@@ -43,10 +48,15 @@ def _load_any(kind: str, path: Path):
     return load_ism(path) if kind == "ism" else load_recovery(kind, path)
 
 
+#: per model, the config fields that only change inference (may be set at export)
+INFERENCE_SETTINGS = {"drfsi": {"sample_start": float, "sample_steps": int}}
+
+
 def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 20.0,
-           dtype: str = "float16") -> Path:
+           dtype: str = "float16", settings: dict[str, str] | None = None, why: str = "") -> Path:
     """Weights are re-saved in `dtype` (float16 halves the repository's size; the loaders compute
-    in float32); the card describes what was shipped."""
+    in float32); the card describes what was shipped. `settings`: inference-only config fields
+    (INFERENCE_SETTINGS) to ship with other values than the run's, `why`: how they were chosen."""
     import torch
 
     from ..model_card import warm_start_history
@@ -60,6 +70,20 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     kind = info.get("model", "ism")
     dest = Path(dest) if dest else WEIGHTS_ROOT / kind
     model = _load_any(kind, src)
+    changed = {}
+    allowed = INFERENCE_SETTINGS.get(kind, {})
+    for k, v in (settings or {}).items():
+        if k not in allowed:
+            raise ValueError(f"{k!r} is not an inference setting of {kind} "
+                             f"(allowed: {', '.join(allowed) or 'none'})")
+        old = getattr(model.config, k)
+        setattr(model.config, k, allowed[k](v))
+        changed[k] = (old, getattr(model.config, k))
+    if changed and hasattr(model, "sample"):  # a value the model refuses fails here, not in use
+        import torch as _t
+
+        s = model.config.size
+        model.sample(_t.rand(1, 3, s, s), _t.zeros(1, dtype=_t.long), steps=1)
     tmp = dest.with_name(dest.name + ".export-tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -104,6 +128,9 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
             lines.append(f"- self-blended pseudo-fakes (`faceprov/recover/self_blend.py`): "
                          f"{cfg['self_blend']:.0%} of the fake slots of each batch are real crops "
                          "blended with an altered copy of themselves in a moved, blurred face mask")
+    for k, (old, new) in changed.items():
+        lines.append(f"- inference setting `{k}` = {new} (the run trained and evaluated with {old})"
+                     + (f"; chosen by {why}" if why else ""))
     if cfg.get("init_from"):
         lines.append(f"- warm start from `{cfg['init_from']}` (steps above are this run's only)")
         if parent:
@@ -132,8 +159,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dest", nargs="?")
     ap.add_argument("--max-mb", type=float, default=20.0)
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an inference-only config setting to ship (e.g. sample_start=0.4)")
+    ap.add_argument("--why", default="", help="how the --set values were chosen (goes on the card)")
     a = ap.parse_args(argv)
-    print(export(a.run, a.dest, a.max_mb, a.dtype))
+    settings = {}
+    for kv in a.set:
+        if "=" not in kv:
+            ap.error(f"--set needs KEY=VALUE, got {kv!r}")
+        k, v = kv.split("=", 1)
+        settings[k] = v
+    try:
+        print(export(a.run, a.dest, a.max_mb, a.dtype, settings, a.why))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

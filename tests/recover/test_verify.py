@@ -243,3 +243,25 @@ def test_export_writes_weights_and_a_model_card(tmp_path):
         export(run, tmp_path / "w2", max_mb=0.001)
     with pytest.raises(FileNotFoundError):
         export(tmp_path / "nothing", tmp_path / "w3")
+
+
+def test_export_ships_inference_settings_and_refuses_others(tmp_path):
+    from faceprov.recover.drfsi import DRFSI, DRFSIConfig
+    from faceprov.recover.export import export, main
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    DRFSI(DRFSIConfig.tiny()).save_pretrained(run / "model", metadata={"step": 3})
+    (run / "train_config.json").write_text(json.dumps({"batch_size": 2, "recognizers": ["dlib"]}))
+    dest = export(run, tmp_path / "w" / "drfsi", settings={"sample_start": "0.4"}, why="a sweep on training data")
+    assert DRFSI.from_pretrained(dest).config.sample_start == 0.4
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "`sample_start` = 0.4 (the run trained and evaluated with 1.0); chosen by a sweep" in card
+    # a setting the weights depend on, or a value the sampler refuses: nothing is shipped
+    with pytest.raises(ValueError, match="not an inference setting"):
+        export(run, tmp_path / "w2", settings={"channels": "[8]"})
+    with pytest.raises(ValueError, match="sample_start"):
+        export(run, tmp_path / "w3", settings={"sample_start": "1.5"})
+    assert not (tmp_path / "w2").exists() and not (tmp_path / "w3").exists()
+    assert main([str(run), str(tmp_path / "w4"), "--set", "channels=[8]"]) == 2
+    assert not (tmp_path / "w4").exists()
