@@ -9,7 +9,10 @@
   embeddings — recall 1.0, nothing to build or persist — and a usearch HNSW graph above it,
   persisted beside the database file (``faceprov.db.vectors/r<id>.usearch`` + ``.json``).
   Either structure is a cache: it carries the recognizer's `generation`, and is caught up or
-  rebuilt from SQL whenever another process (or a crash) left it behind. Candidates are
+  rebuilt from SQL whenever another process (or a crash) left it behind. A graph that has to
+  be built from scratch (first start without a saved file, or after a forget) is built in the
+  background, in chunks, while searches are answered by the exact scan (at 1 M x 128-d a
+  build takes minutes on 2 cores; searches must not wait for it). Candidates are
   re-scored with the exact float32 vectors from SQL, so a deleted (forgotten) embedding can
   never be returned; a forget drops the graph and its file (usearch keeps removed vectors'
   bytes), so erased biometric data does not linger on disk.
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -36,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .db import Database
 
 MAX_K = 1000
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -251,12 +257,23 @@ class _Graph:
             self.keys = np.zeros(0, dtype=np.int64)
             self.mat = np.zeros((0, dim), dtype=np.float32)
             self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        # searches read the exact arrays in worker threads while the event loop adds to them
+        # (and a background build snapshots them): keys and mat change together, under this
+        self._mu = threading.RLock()
 
     def _consolidate(self) -> None:
-        if self.usearch is None and self._pending:
-            self.keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
-            self.mat = np.concatenate([self.mat] + [m for _, m in self._pending])
-            self._pending = []
+        with self._mu:
+            if self.usearch is None and self._pending:
+                keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
+                mat = np.concatenate([self.mat] + [m for _, m in self._pending])
+                self.keys, self.mat, self._pending = keys, mat, []
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of an exact graph, consistent with each other. Never written into
+        afterwards (changes replace the arrays), so they can be used without a copy."""
+        with self._mu:
+            self._consolidate()
+            return self.keys, self.mat
 
     def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
         if len(ids) == 0:
@@ -265,7 +282,8 @@ class _Graph:
             self.usearch.add(ids.astype(np.uint64), vecs.astype(np.float32),
                              threads=0 if len(ids) > 1000 else 1)
         else:  # appended lazily: one concatenate per search, not per insert
-            self._pending.append((ids.astype(np.int64), vecs.astype(np.float32)))
+            with self._mu:
+                self._pending.append((ids.astype(np.int64), vecs.astype(np.float32)))
         self.max_id = max(self.max_id, int(ids.max()))
         self.count += len(ids)
         self.dirty = True
@@ -280,10 +298,11 @@ class _Graph:
                 self.usearch.remove(np.asarray(present, dtype=np.uint64), compact=True)
             self.count -= len(present)
         else:
-            self._consolidate()
-            keep = ~np.isin(self.keys, ids)
-            self.count -= int((~keep).sum())
-            self.keys, self.mat = self.keys[keep], self.mat[keep]
+            with self._mu:
+                keys, mat = self.arrays()
+                keep = ~np.isin(keys, ids)
+                self.count -= int((~keep).sum())
+                self.keys, self.mat = keys[keep], mat[keep]
         self.dirty = True
 
     def candidates(self, q: np.ndarray, n: int) -> list[int]:
@@ -292,13 +311,13 @@ class _Graph:
         if self.usearch is not None:
             m = self.usearch.search(q, count=min(n, len(self.usearch)))
             return [int(x) for x in m.keys]
-        self._consolidate()
-        s = self.mat @ q
+        keys, mat = self.arrays()
+        s = mat @ q
         n = min(n, s.shape[0])
         if n <= 0:
             return []
         top = np.argpartition(-s, n - 1)[:n]
-        return [int(self.keys[i]) for i in top]
+        return [int(keys[i]) for i in top]
 
 
 class EmbeddedIndex(VectorIndex):
@@ -311,6 +330,10 @@ class EmbeddedIndex(VectorIndex):
     #: recall@10 0.913 / 0.952 / 0.986 / 0.997 at 128 / 200 / 400 / 800, p99 under 10 ms for all
     #: (docs/benchmarks.md); 400 is the knee.
     EXPANSION_SEARCH = 400
+    #: build a missing HNSW graph behind the exact scan rather than make searches wait for it
+    BACKGROUND_BUILD = True
+    #: vectors per build step: how long a cancel (close, forget) may wait for the build thread
+    BUILD_CHUNK = 20_000
 
     def __init__(self, db: "Database", index_dir: Path | None, use_usearch: bool | None = None,
                  dtype: str = "f32", ann_threshold: int | None = None):
@@ -330,6 +353,8 @@ class EmbeddedIndex(VectorIndex):
         self._expansion = self.EXPANSION_SEARCH
         self.graphs: dict[int, _Graph] = {}
         self.locks: dict[int, asyncio.Lock] = {}
+        self.background_build = self.BACKGROUND_BUILD
+        self._builds: dict[int, asyncio.Task] = {}
 
     @property
     def expansion_search(self) -> int:
@@ -408,6 +433,8 @@ class EmbeddedIndex(VectorIndex):
                     .where(IdentityEmbedding.recognizer_id == rid))).scalar_one()
                 use = self.use_usearch and n >= self.ann_threshold
                 g = await asyncio.to_thread(self._load, rid, int(rec.dim), use)
+                if g.usearch is not None and g.generation < 0 and self.background_build:
+                    g = self._exact_while_building(rid, int(rec.dim))  # no usable saved graph
                 self.graphs[rid] = g
             gen = int(rec.generation)  # read by the caller in this same transaction
             if g.generation == gen:
@@ -418,7 +445,10 @@ class EmbeddedIndex(VectorIndex):
                                        .where(IdentityEmbedding.recognizer_id == rid))).scalar_one()
             if n != g.count:
                 # ... rows were deleted elsewhere (forget): rebuild from SQL.
-                g = _Graph(int(rec.dim), g.usearch is not None, self.dtype, self._expansion)
+                if g.usearch is not None and self.background_build:
+                    g = self._exact_while_building(rid, int(rec.dim))
+                else:
+                    g = _Graph(int(rec.dim), g.usearch is not None, self.dtype, self._expansion)
                 await self._add_from_sql(session, g, rid, after=0)
                 self.graphs[rid] = g
             g.generation = gen
@@ -439,6 +469,67 @@ class EmbeddedIndex(VectorIndex):
             vecs = np.stack([r[1] for r in rows]).astype(np.float32)
             await asyncio.to_thread(g.add, ids, vecs)
             last = int(ids[-1])
+
+    # -- background graph builds -------------------------------------------------------------
+    def _exact_while_building(self, rid: int, dim: int) -> "_Graph":
+        """An exact (numpy) graph to answer with now, and a task that builds the HNSW graph
+        from it; the task waits for the recognizer's lock, so it starts from the caught-up
+        exact graph (`_sync` fills it from SQL while holding the lock)."""
+        g = _Graph(dim, False, self.dtype, self._expansion)
+        old = self._builds.pop(rid, None)
+        if old is not None:
+            old.cancel()
+        self._builds[rid] = asyncio.get_running_loop().create_task(self._build(rid, dim, g))
+        return g
+
+    async def _build(self, rid: int, dim: int, exact: "_Graph") -> None:
+        lock = self.locks.setdefault(rid, asyncio.Lock())
+        try:
+            async with lock:
+                if self.graphs.get(rid) is not exact:
+                    return
+                keys, mat = exact.arrays()  # a consistent snapshot, no copy
+            ug = _Graph(dim, True, self.dtype, self._expansion)
+            for i in range(0, len(keys), self.BUILD_CHUNK):
+                await asyncio.to_thread(ug.add, keys[i:i + self.BUILD_CHUNK], mat[i:i + self.BUILD_CHUNK])
+                if self.graphs.get(rid) is not exact:
+                    return  # dropped (forget) or replaced (deleted elsewhere) meanwhile
+            async with lock:
+                if self.graphs.get(rid) is not exact:
+                    return
+                now_keys, now_mat = exact.arrays()
+                # only additions can have happened meanwhile: every removal replaces `exact`
+                newer = now_keys > (int(keys.max()) if len(keys) else 0)
+                if newer.any():
+                    await asyncio.to_thread(ug.add, now_keys[newer], now_mat[newer])
+                ug.generation, ug.max_id, ug.dirty = exact.generation, exact.max_id, True
+                self.graphs[rid] = ug
+            log.info("vector index r%d: HNSW graph of %d embeddings ready", rid, ug.count)
+            await self.flush()  # persist it (after catching up with SQL)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the exact graph keeps answering; the next cold start tries again
+            log.exception("vector index r%d: background HNSW build failed; searches stay exact", rid)
+        finally:
+            if self._builds.get(rid) is asyncio.current_task():
+                self._builds.pop(rid, None)
+
+    async def wait_ready(self) -> None:
+        """Wait until no graph is being built (benchmarks, tests; searches never need this)."""
+        while self._builds:
+            await asyncio.gather(*list(self._builds.values()), return_exceptions=True)
+
+    def building(self) -> list[int]:
+        """Recognizer ids whose HNSW graph is being built (answered exactly meanwhile)."""
+        return [rid for rid, t in self._builds.items() if not t.done()]
+
+    async def close(self) -> None:
+        builds = list(self._builds.values())
+        for t in builds:
+            t.cancel()  # stops at the next chunk; the exact graph is not persisted
+        await asyncio.gather(*builds, return_exceptions=True)
+        self._builds.clear()
+        await self.flush()
 
     # -- interface -----------------------------------------------------------------------
     async def added(self, rec_id, ids, vectors) -> None:

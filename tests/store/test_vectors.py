@@ -115,6 +115,7 @@ def test_embedded_index_persists_and_catches_up(tmp_path):
         a = Repo(db())
         ids, va, _ = await _bulk(a, 100, rng)
         assert (await a.search(RA, va[10], 1))[0].identity_id == ids[10]
+        await a.db.vectors.wait_ready()  # the graph is built behind the first (exact) search
         await a.db.close()  # saves the graph beside the database
         files = sorted(p.name for p in (tmp_path / "reg.db.vectors").iterdir())
         assert files == ["r1.json", "r1.usearch"]  # only searched recognizers get a graph
@@ -153,6 +154,68 @@ def test_embedded_index_persists_and_catches_up(tmp_path):
             if p.is_file():
                 data = p.read_bytes()
                 assert not any(x in data for x in gone), p
+    arun(go())
+
+
+def test_a_missing_graph_is_built_behind_exact_searches(tmp_path, monkeypatch):
+    """A cold start (no saved graph) or a forget must not make searches wait for an HNSW build
+    (minutes at 1 M): they are answered exactly meanwhile; enrolments during the build are
+    found, a forget during the build abandons it, and only the finished graph is saved."""
+    import threading
+
+    from faceprov.store import db as dbmod
+    from faceprov.store import vectors as vmod
+
+    url = f"sqlite:///{tmp_path / 'bg.db'}"
+    dbmod.upgrade(url)
+    rng = np.random.default_rng(8)
+    gate = threading.Event()
+    real_add = vmod._Graph.add
+
+    def gated(self, ids, vecs):
+        if self.usearch is not None:
+            gate.wait(30)
+        return real_add(self, ids, vecs)
+
+    monkeypatch.setattr(vmod._Graph, "add", gated)
+
+    async def go():
+        d = Database(url)
+        d.vectors.ann_threshold = 0
+        d.vectors.BUILD_CHUNK = 16
+        repo = Repo(d)
+        ids, va, _ = await _bulk(repo, 60, rng)
+        vi = d.vectors
+        assert (await repo.search(RA, va[5], 1))[0].identity_id == ids[5]  # answered now
+        assert vi.building() == [1] and vi.graphs[1].usearch is None  # exact meanwhile
+        new = await repo.enrol("alice", "late", {RA: unit(rng, 128)})
+        late = (await repo.search(RA, va[7], 1))[0]
+        assert late.identity_id == ids[7]
+        await repo.forget(ids[9])  # drops the graph being built
+        assert ids[9] not in {h.identity_id for h in await repo.search(RA, va[9], 5)}
+        assert vi.building() == [1]  # a new build, from the graph without ids[9]
+        gate.set()
+        await vi.wait_ready()
+        g = vi.graphs[1]
+        assert g.usearch is not None and g.count == 60  # 60 enrolled + 1 late - 1 forgotten
+        assert (await repo.search(RA, va[11], 1))[0].identity_id == ids[11]
+        assert ids[9] not in {h.identity_id for h in await repo.search(RA, va[9], 5)}
+        found = {h.identity_id for h in await repo.search(RA, va[0], 70)}
+        assert new in found and ids[9] not in found and len(found) == 60
+        assert sorted(p.name for p in (tmp_path / "bg.db.vectors").iterdir()) == ["r1.json", "r1.usearch"]
+        await d.close()
+
+        # closing during a build: returns without waiting for it, and nothing half-built is saved
+        gate.clear()
+        (tmp_path / "bg.db.vectors" / "r1.usearch").unlink()
+        d2 = Database(url)
+        d2.vectors.ann_threshold = 0
+        r2 = Repo(d2)
+        assert (await r2.search(RA, va[3], 1))[0].identity_id == ids[3]
+        assert d2.vectors.building() == [1]
+        await d2.close()
+        assert not (tmp_path / "bg.db.vectors" / "r1.usearch").exists()
+        gate.set()  # let the abandoned chunk's thread finish
     arun(go())
 
 
@@ -204,3 +267,35 @@ def test_search_paths_large_k_unknown_recognizer_and_forget(url):
         finally:
             await repo.db.close()
     arun(go())
+
+
+def _race_exact_graph(rounds=20, chunks=30, threads=4):
+    """Many threads consolidating one exact graph's pending rows at once (concurrent searches
+    run `candidates` in worker threads); returns the rounds whose keys and vectors disagree."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from faceprov.store.vectors import _Graph
+
+    rng = np.random.default_rng(9)
+    bad = []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the threads as often as possible
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            for r in range(rounds):
+                g = _Graph(8, False, "f32", 10)
+                for c in range(chunks):
+                    g.add(np.arange(c * 50 + 1, c * 50 + 51), rng.standard_normal((50, 8)).astype(np.float32))
+                q = np.ones(8, dtype=np.float32)
+                list(pool.map(lambda _: g.candidates(q, 5), range(threads)))
+                keys = g.keys.tolist()
+                if not (len(keys) == len(g.mat) == chunks * 50 == len(set(keys))):
+                    bad.append(r)
+    finally:
+        sys.setswitchinterval(old)
+    return bad
+
+
+def test_exact_graph_survives_concurrent_searches():
+    assert _race_exact_graph() == []
