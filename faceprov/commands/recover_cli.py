@@ -133,7 +133,13 @@ def _train_recover(kind: str):
             cfg.device = device
         if not cfg.swaps and not (out / "last.ckpt").exists():
             raise typer.BadParameter("give at least one --swaps folder")
-        _emit(run(cfg, out, resume=not no_resume, progress=not no_progress))
+        try:
+            res = run(cfg, out, resume=not no_resume, progress=not no_progress, resume_sets=list(sets))
+        except ValueError as e:
+            if "resumed run" in str(e):
+                raise typer.BadParameter(str(e))
+            raise
+        _emit(res)
 
     command.__doc__ = {"dfrec": "Train DFREC (SIRM + TIRM) to restore source and target faces of a swap; resumable.",
                        "drn": "Train DRN (disentangle-and-reverse) to restore source and target faces; resumable.",

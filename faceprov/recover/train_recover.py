@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -120,6 +121,11 @@ def preset(model: str, name: str = "default") -> RecoverTrainConfig:
                                   drfsi=DRFSIConfig.tiny(), batch_size=2,
                                   steps=10, ckpt_every=5, eval_every=5, log_every=1, eval_batch=4)
     raise ValueError(f"unknown preset {name!r} (default | tiny)")
+
+
+#: settings a resumed run may change (how it runs, not what it learns); the checkpoint's
+#: config rules everything else
+RESUME_SETTINGS = ("steps", "threads", "device", "eval_every", "ckpt_every", "log_every", "eval_batch")
 
 
 def apply_overrides(cfg: RecoverTrainConfig, sets: list[str]) -> RecoverTrainConfig:
@@ -324,7 +330,7 @@ def _build(cfg: RecoverTrainConfig):
 
 def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path = "runs/recover", resume: bool = True,
                   progress: bool = True, *, data: dict | None = None, val_data: dict | None = None,
-                  recognizers: dict | None = None, eval_recognizer=None) -> dict:
+                  recognizers: dict | None = None, eval_recognizer=None, resume_sets: Sequence[str] = ()) -> dict:
     """Train (or continue) a DFREC, DRN or DRFSI; returns the last log record. `data`/`val_data`
     (dicts as `build_dataset` returns) replace the triplet folders; `recognizers` ({name: recognizer},
     white box) and `eval_recognizer` replace those named in the config (tests use small ones)."""
@@ -342,6 +348,11 @@ def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path 
         cfg = RecoverTrainConfig.from_dict(state["config"])
         if steps is not None:
             cfg.steps = steps
+        ignored = [x for x in resume_sets if x.split("=", 1)[0] not in RESUME_SETTINGS]
+        if ignored:
+            raise ValueError(f"a resumed run keeps its checkpoint's settings; only {', '.join(RESUME_SETTINGS)} "
+                             f"may change (got {', '.join(ignored)}; use --no-resume to start over)")
+        cfg = apply_overrides(cfg, list(resume_sets))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dev = pick_device(cfg.device)

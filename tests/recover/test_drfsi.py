@@ -282,6 +282,14 @@ def test_train_resume_continues_from_the_saved_step(tmp_path):
     a = DRFSI.from_pretrained(tmp_path / "full" / "model").state_dict()
     b = DRFSI.from_pretrained(tmp_path / "part" / "model").state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    # a resumed run may change how it runs (threads, eval cadence), not what it learns
+    train_recover(tiny_cfg("drfsi", steps=5), tmp_path / "part", resume=True,
+                  resume_sets=["threads=1", "eval_every=100"], **kw)
+    assert json.loads((tmp_path / "part" / "train_config.json").read_text())["eval_every"] == 100
+    with pytest.raises(ValueError, match="only steps, threads"):
+        train_recover(tiny_cfg("drfsi", steps=6), tmp_path / "part", resume=True,
+                      resume_sets=["lr=0.1"], **kw)
+    assert [r["step"] for r in _log(tmp_path / "part") if r["kind"] == "train"][-1] == 5
 
 
 def test_cli_registers_train_drfsi():
