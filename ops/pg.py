@@ -54,8 +54,7 @@ def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = 
         srv = pgserver.get_server(str(data_dir), cleanup_mode=cleanup_mode)
         srv.psql("CREATE EXTENSION IF NOT EXISTS vector;")
         if fast:
-            srv.psql("ALTER SYSTEM SET fsync = off; ALTER SYSTEM SET full_page_writes = off;")
-            srv.psql("SELECT pg_reload_conf();")
+            settings = {"fsync": "off", "full_page_writes": "off", **(settings or {})}
         if settings:
             _apply_settings(srv, settings)
     except Exception as e:

@@ -506,9 +506,7 @@ class EmbeddedIndex(VectorIndex):
                 self.graphs[rid] = ug
             log.info("vector index r%d: HNSW graph of %d embeddings ready", rid, ug.count)
             await self.flush()  # persist it (after catching up with SQL)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the exact graph keeps answering; the next cold start tries again
+        except Exception:  # (not CancelledError: a BaseException) the exact graph keeps answering; the next cold start tries again
             log.exception("vector index r%d: background HNSW build failed; searches stay exact", rid)
         finally:
             if self._builds.get(rid) is asyncio.current_task():
