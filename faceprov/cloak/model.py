@@ -75,6 +75,10 @@ class CloakConfig:
     delta_smooth: float = 0.0   # sigma (px) of a Gaussian low-pass on r before tanh; 0 = off
     budgets: dict[str, float] = field(default_factory=lambda: dict(STRENGTHS))
     default_strength: str = "mid"
+    # What the budget channel is divided by. None: the largest named budget (the first models);
+    # a fixed number lets the named strengths move along the frontier without changing what the
+    # weights were trained to read from that channel.
+    budget_scale: float | None = None
     version: int = FORMAT_VERSION
 
     @classmethod
@@ -94,6 +98,10 @@ class CloakConfig:
     @property
     def max_budget(self) -> float:
         return max(self.budgets.values())
+
+    @property
+    def condition_scale(self) -> float:
+        return float(self.budget_scale or self.max_budget)
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,7 +278,7 @@ class CloakModel(nn.Module):
         y = self.up2(self.mid(y), size=(h, w))
         parts = [y, xn]
         if self.config.budget_condition:
-            parts.append((budget / self.config.max_budget).expand(-1, 1, h, w).to(y.dtype))
+            parts.append((budget / self.config.condition_scale).expand(-1, 1, h, w).to(y.dtype))
         r = self.out3(self.out2(self.out1(torch.cat(parts, 1))))
         if self.config.delta_smooth > 0:
             r = gaussian_blur(r, self.config.delta_smooth)

@@ -47,7 +47,11 @@ from .losses import (IdentityConfig, IdentityLoss, PatchDiscriminator, d_loss, g
                      psnr, quality_floor_loss, ssim)
 from .model import CloakConfig, CloakModel
 
-DEFAULT_EVAL_RECOGNIZERS = ["faceres", "faceres-deep", "dlib", "dlib-native", "mobileface", "arcface-onnx"]
+DEFAULT_EVAL_RECOGNIZERS = ["faceres", "faceres-deep", "dlib", "dlib-native", "facenet", "sface", "mobileface",
+                            "arcface-onnx"]
+# CloakConfig fields that are settings of the network's use, not of its weights: a warm start may
+# change them (e.g. move the strengths along the measured frontier).
+_NON_ARCH_FIELDS = ("budgets", "default_strength", "budget_scale")
 
 
 @dataclass
@@ -75,6 +79,10 @@ class TrainConfig:
     disc_width: int = 64
     lambda_id: float = 1.0
     train_strengths: list[str] = field(default_factory=lambda: ["low", "mid", "high"])
+    # L-inf budgets drawn uniformly from [lo, hi] (in 1/255) instead of the named strengths: the
+    # budget-conditioned network then covers the whole range, and low / mid / high are chosen
+    # afterwards as points on the measured frontier (ops/bench/protection).
+    train_budget_range: tuple[float, float] | None = None
     # optimisation
     steps: int = 30000
     batch_size: int = 16
@@ -426,7 +434,8 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     else:
         if cfg.init_from:
             init = CloakModel.from_pretrained(cfg.init_from)
-            if init.config.to_dict() != mcfg.to_dict():
+            arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _NON_ARCH_FIELDS}  # noqa: E731
+            if arch(init.config) != arch(mcfg) or abs(init.config.condition_scale - mcfg.condition_scale) > 1e-9:
                 raise ValueError(f"init_from {cfg.init_from}: its model config differs from this run's")
             model.load_state_dict(init.state_dict())
             log.write({"kind": "info", "msg": f"warm start from {cfg.init_from} "
@@ -464,7 +473,12 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     while step < cfg.steps:
         canvas, who = data.batch(cfg.batch_size, cfg.flip)
         crop = canvas[..., margin:margin + s, margin:margin + s]
-        budget = torch.as_tensor(rng.choice(budgets, cfg.batch_size), dtype=torch.float32, device=dev)
+        if cfg.train_budget_range:
+            lo, hi = cfg.train_budget_range
+            draw = rng.uniform(lo / 255, hi / 255, cfg.batch_size)
+        else:
+            draw = rng.choice(budgets, cfg.batch_size)
+        budget = torch.as_tensor(draw, dtype=torch.float32, device=dev)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
             cloaked = model(crop, budget)
         cloaked = cloaked.float()

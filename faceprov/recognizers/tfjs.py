@@ -420,7 +420,12 @@ def _make_op(node: dict) -> tuple[Callable, str | None]:
         f = F.softmax if op == "Softmax" else F.log_softmax
         return (lambda x: (f(x[0], dim=1 if x[1] else -1), x[1])), None
     if op == "Reshape":
-        return (lambda x, shape: (_nhwc(x).reshape(_const_ints(shape)), False)), None
+        def reshape(x, shape):
+            t, s = _nhwc(x), _const_ints(shape)
+            if len(s) > 1 and s[0] == -1 and -1 in s[1:]:
+                s = [t.shape[0], *s[1:]]  # a batch-patched flatten (graphdef.batch_reshapes)
+            return t.reshape(s), False
+        return reshape, None
     if op == "Squeeze":
         dims = A("squeeze_dims", []) or []
 
