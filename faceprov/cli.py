@@ -321,17 +321,51 @@ def eval_protection_cmd(labels: Path = typer.Option(..., "--labels", help="TSV w
 
 
 # ----------------------------------------------------------------------------- cloak
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
+IMAGE_EXT = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif"}
+# Photos in formats the decoder refuses: taken from folders anyway, so that they are listed as
+# not protected instead of being passed over without a word.
+OTHER_IMAGE_EXT = {".gif", ".bmp", ".tif", ".tiff", ".jxl", ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw"}
+# `faceprov cloak` on several photos when some (not all) could not be protected.
+EXIT_SOME_NOT_PROTECTED = 3
 
 
-def _expand_inputs(inputs: list[Path]) -> list[Path]:
-    files: list[Path] = []
+def _expand_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple[Path, Path]]:
+    """(photo, its path relative to the output folder). Folders keep their sub-folders, so two
+    photos of the same name in different sub-folders do not overwrite each other's output."""
+    out_dir = output.resolve() if output is not None and output.is_dir() else None
+    files: list[tuple[Path, Path]] = []
     for p in inputs:
         if p.is_dir():
-            files += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXT and q.is_file())
+            for q in sorted(p.rglob("*")):
+                rel = q.relative_to(p)
+                if (q.suffix.lower() not in IMAGE_EXT | OTHER_IMAGE_EXT or not q.is_file()
+                        # hidden files and folders: macOS "._x.jpg" forks, thumbnail caches
+                        or any(part.startswith(".") for part in rel.parts)
+                        # a folder's earlier output inside it is not a photo to cloak again
+                        or (out_dir is not None and out_dir in q.resolve().parents)):
+                    continue
+                files.append((q, rel))
         else:
-            files.append(p)
+            files.append((p, Path(p.name)))
     return files
+
+
+def _destinations(files: list[tuple[Path, Path]], output: Path, into_folder: bool) -> list[Path]:
+    if not into_folder:
+        return [output]
+    dests: list[Path] = []
+    taken: set[Path] = set()
+    for _, rel in files:
+        d, n = output / rel, 2
+        while d in taken:  # same name from two inputs (`cloak a/ b/`, a/x.jpg b/x.jpg): x-2.jpg
+            d, n = output / rel.with_name(f"{rel.stem}-{n}{rel.suffix}"), n + 1
+        taken.add(d)
+        dests.append(d)
+    return dests
+
+
+class _OutputError(Exception):
+    code = "not_written"
 
 
 @app.command()
@@ -347,7 +381,14 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
           no_record: bool = typer.Option(False, "--no-record", help="do not record the cloaks"),
           owner: Optional[str] = typer.Option(None, "--owner", help="owner of the records (default: your user name)"),
           as_json: bool = typer.Option(False, "--json")) -> None:
-    """Cloak every face in photos so recognizers and face-swap tools lose the identity."""
+    """Cloak every face in photos so recognizers and face-swap tools lose the identity.
+
+    Folders are searched recursively, sub-folders kept under -o; with one photo, -o is a file or a folder.
+
+    Every photo that can be protected is written; the others are listed at the end with the reason.
+
+    Exit codes: 0 all protected; 3 some not protected (listed); 2 none protected or bad arguments; 4 no model file.
+    """
     import asyncio
     import getpass
 
@@ -355,16 +396,22 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     from .cloak.report import protection_report, render_html
     from .faces.io import ImageError
 
-    files = _expand_inputs(inputs)
-    if not files:
+    planned = _expand_inputs(inputs, output)
+    if not planned:
         raise typer.BadParameter("no input photos found")
+    files = [f for f, _ in planned]
     many = len(files) > 1 or inputs[0].is_dir()
-    if many and output.suffix and not output.is_dir():
+    if many and (output.is_file() or (output.suffix and not output.is_dir())):
         raise typer.BadParameter("several inputs need -o to be a folder")
+    if many and report and (report.is_file() or (report.suffix and not report.is_dir())):
+        raise typer.BadParameter("several inputs need --report to be a folder")
     if many:
         output.mkdir(parents=True, exist_ok=True)
     if report and many:
-        report.mkdir(parents=True, exist_ok=True) if not report.suffix else None
+        report.mkdir(parents=True, exist_ok=True)
+    if report and not many and report.is_dir():
+        report = report / f"{files[0].stem}.html"
+    dests = _destinations(planned, output, into_folder=many or output.is_dir())
     prot = Protector(model)
     loop = asyncio.new_event_loop()
     repo = None
@@ -376,20 +423,28 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
         owner = owner or getpass.getuser() or "local"
         loop.run_until_complete(repo.get_or_create_account(owner, "user"))
     results, failed = [], 0
+    not_protected: list[dict] = []
     try:
         with progress_bar() as cb:
             for k, f in enumerate(files):
-                dest = output / f.name if many else output
+                dest = dests[k]
                 try:
-                    data = f.read_bytes() if f.exists() else None
-                    if data is None:
-                        raise ImageError(f"{f}: no such file", "not_found")
+                    try:
+                        data = f.read_bytes()
+                    except FileNotFoundError:
+                        raise ImageError(f"{f}: no such file", "not_found") from None
+                    except OSError as e:
+                        raise ImageError(f"{f}: cannot be read ({e.strerror or e})", "unreadable") from None
                     res = prot.protect(data, strength=strength, refine=refine, keep_gps=keep_gps,
                                        keep_crops=report is not None)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = dest.with_name(dest.name + ".part")
-                    tmp.write_bytes(res.data)
-                    tmp.replace(dest)
+                    try:
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        tmp = dest.with_name(dest.name + ".part")
+                        tmp.write_bytes(res.data)
+                        tmp.replace(dest)
+                    except OSError as e:
+                        raise _OutputError(f"the cloaked photo could not be written to {dest} "
+                                           f"({e.strerror or e})") from None
                     doc = {"input": str(f), "output": str(dest), **res.summary()}
                     if repo is not None:
                         rec_ = loop.run_until_complete(record_protection(
@@ -409,19 +464,39 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
                         if report is not None:
                             msg += "; " + "; ".join(fr["summary"] for fr in doc["report"]["faces"])
                         err.print(msg)
-                except (ImageError, NoFaceError) as e:
+                except (ImageError, NoFaceError, _OutputError) as e:
                     failed += 1
-                    results.append({"input": str(f), "error": {"code": getattr(e, "code", "bad_image"), "message": str(e)}})
+                    error = {"code": getattr(e, "code", "bad_image"), "message": str(e)}
+                    results.append({"input": str(f), "error": error})
+                    not_protected.append({"input": str(f), **error})
                     err.print(f"[yellow]{f}: {e}")
                 cb("cloak", k + 1, len(files))
     finally:
         if repo is not None:
             loop.run_until_complete(repo.db.close())
         loop.close()
+    single = [(r["input"], s) for r in results for s in r.get("detection", {}).get("single_detector", [])]
+    warned = sorted({w for r in results for w in r.get("detection", {}).get("warnings", [])})
     if as_json:
-        emit_json(results[0] if not many else {"results": results, "failed": failed})
+        emit_json(results[0] if not many else {"results": results, "failed": failed,
+                                               "not_protected": not_protected})
+    for w in warned:
+        err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
+    if single:
+        # one detector's word is less sure: say which faces to check by eye
+        err.print(f"{len(single)} face(s) found by one detector only:", markup=False, highlight=False)
+        for name, s in single:
+            err.print(f"  {name}: face #{s['index']} at {s['box']} found by {' + '.join(s['found_by'])} only, "
+                      f"{s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""),
+                      markup=False, highlight=False, soft_wrap=True)
+    if many and not_protected:
+        err.print(f"{len(not_protected)} of {len(files)} photos not protected:", markup=False, highlight=False)
+        for n in not_protected:
+            err.print(f"  {n['input']}: {n['message']}", markup=False, highlight=False, soft_wrap=True)
     if failed == len(files):
         raise typer.Exit(2)
+    if failed:
+        raise typer.Exit(EXIT_SOME_NOT_PROTECTED)
 
 
 @train_app.command("cloak", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,

@@ -143,7 +143,7 @@ def test_cloak_records_each_photo_and_reports(tmp_path, sample_path, tiny_model,
     (src / "b.jpg").write_bytes((bad_files / "text.jpg").read_bytes())  # not an image: listed, not fatal
     out = tmp_path / "out"
     doc = last_json(run("cloak", src, "-o", out, "--model", tiny_model, "--db", db, "--owner", "carol",
-                        "--report", tmp_path / "reports", "--json", check_rc=0).stdout)
+                        "--report", tmp_path / "reports", "--json", check_rc=3).stdout)  # 3: b.jpg not protected
     ok = [r for r in doc["results"] if "error" not in r]
     assert doc["failed"] == 1 and len(ok) == 1 and len(ok[0]["faces"]) == 3
     assert (out / "a.jpg").exists() and not (out / "b.jpg").exists()

@@ -6,6 +6,8 @@
           -> encode in the input's format and quality (EXIF kept, GPS stripped by default)
 
 Faces too small or too uncertain to process are listed in `skipped`, never silently dropped.
+Faces are looked for with MTCNN and YuNet together (`faces.union`); a face only one of them
+found is still protected and is listed in `detection["single_detector"]`, so a user can check it.
 The protection report (report.py) measures the *saved output*: it decodes the bytes this
 pipeline returns, re-detects and re-aligns, as a platform would.
 """
@@ -23,7 +25,8 @@ import torch
 from ..config import settings
 from ..faces.align import align as _align, paste_back as _paste_back
 from ..faces import io as fio
-from ..faces.detect import Detector, Face, default_detector, detect_photo
+from ..faces.detect import Detector, Face, detect_photo
+from ..faces.union import default_union_detector
 from .model import CloakModel, load_default
 
 
@@ -41,6 +44,7 @@ class CloakedFace:
     crop_psnr: float
     crop_ssim: float
     max_change: int  # largest pixel change on the crop, in grey levels
+    found_by: list[str] = field(default_factory=list)  # detectors that found the face
 
 
 @dataclass
@@ -60,6 +64,9 @@ class ProtectResult:
     photo: fio.Photo | None = None  # the decoded input (kept in memory only)
     output_rgb: np.ndarray | None = None
     crops: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (original, cloaked)
+    # detectors: which looked; warnings: e.g. YuNet missing; single_detector: faces (protected or
+    # skipped) that only some of the detectors found, each with index, box, found_by, status.
+    detection: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {
@@ -67,7 +74,7 @@ class ProtectResult:
             # landmarks stay out of summaries (they are stored in records): biometric detail
             "faces": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)  # JSON has no inf
                        for k, v in f.__dict__.items() if k != "landmarks"} for f in self.faces],
-            "skipped": self.skipped,
+            "skipped": self.skipped, "detection": self.detection,
             "strength": self.strength, "refine": self.refine, "model_version": self.model_version,
             "input_sha256": self.input_sha256, "output_sha256": self.output_sha256,
             "output_bytes": len(self.data), "timings_ms": {k: round(v * 1000, 1) for k, v in self.timings.items()},
@@ -91,10 +98,25 @@ class Prepared:
     keep_gps: bool
     timings: dict
     t0: float
+    detection: dict = field(default_factory=dict)
 
 
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
+
+
+def _detection(faces: list[Face], skipped: list[dict], detectors: list[str], warnings: list[str]) -> dict:
+    single = []
+    if len(detectors) > 1:  # with one detector looking, "found by one only" says nothing
+        reasons = {s["index"]: s["reason"] for s in skipped}
+        for i, f in enumerate(faces):
+            if len(set(f.found_by) & set(detectors)) < len(detectors):
+                row = {"index": i, "box": f.to_json()["box"], "score": round(float(f.score), 4),
+                       "found_by": list(f.found_by), "status": "skipped" if i in reasons else "protected"}
+                if i in reasons:
+                    row["reason"] = reasons[i]
+                single.append(row)
+    return {"detectors": list(detectors), "warnings": list(warnings), "single_detector": single}
 
 
 class Protector:
@@ -110,7 +132,7 @@ class Protector:
         elif not isinstance(model, CloakModel):
             model = CloakModel.from_pretrained(model, device=self.device)
         self.model = model.to(self.device).eval()
-        self.detector = detector or default_detector(str(self.device))
+        self.detector = detector or default_union_detector(str(self.device))
         self.min_score = min_score
         self.refine_recognizers = refine_recognizers
         meta = getattr(self.model, "metadata", {}) or {}
@@ -129,15 +151,27 @@ class Protector:
         use, skipped = [], []
         for i, f in enumerate(faces):
             if f.skipped:
-                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f.skipped})
+                reason = f.skipped
             elif f.score < self.min_score:
-                skipped.append({"index": i, "box": f.to_json()["box"], "reason": f"low score {f.score:.2f}"})
+                reason = f"low score {f.score:.2f}"
             else:
                 use.append(f)
+                continue
+            skipped.append({"index": i, "box": f.to_json()["box"], "reason": reason, "found_by": list(f.found_by)})
         return use, skipped
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        return detect_photo(self.detector, rgb)
+        return self.detect_info(rgb)[0]
+
+    def detect_info(self, rgb: np.ndarray) -> tuple[list[Face], list[str], list[str]]:
+        """(faces, detectors that looked, warnings) for one upright photo."""
+        if hasattr(self.detector, "detect_info"):
+            smallest = int(getattr(getattr(self.detector, "mtcnn", None), "min_face_size", 20) or 20)
+            if min(rgb.shape[0], rgb.shape[1]) < smallest:  # as in detect_photo: MTCNN fails on those
+                return [], [], []
+            d = self.detector.detect_info(rgb)
+            return d.faces, list(d.detectors), list(d.warnings)
+        return detect_photo(self.detector, rgb), [getattr(self.detector, "name", "mtcnn")], []
 
     def check_options(self, strength: str | None, refine: int) -> str:
         """The strength name to use (default when None); ValueError for bad options."""
@@ -184,21 +218,22 @@ class Protector:
         photo = fio.decode(data, max_pixels=max_pixels, max_bytes=max_bytes)
         t["decode"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        faces = self.detect(photo.rgb)
+        faces, detectors, warnings = self.detect_info(photo.rgb)
         t["detect"] = time.perf_counter() - t1
         use, skipped = self.usable(faces)
         if not use:
+            why = f"; {warnings[0]}" if warnings else ""
             if skipped:
                 raise NoFaceError(f"no face large or clear enough to protect ({len(skipped)} skipped: "
-                                  f"{skipped[0]['reason']})")
-            raise NoFaceError("no face found in the photo")
+                                  f"{skipped[0]['reason']}){why}")
+            raise NoFaceError(f"no face found in the photo{why}")
         t2 = time.perf_counter()
         aligned = [_align(photo.rgb, f.landmarks, self.size, self.template) for f in use]
         crops = np.stack([a.crop for a in aligned])
         t["align"] = time.perf_counter() - t2
         return Prepared(data_sha256=_sha(data), photo=photo, faces=faces, use=use, skipped=skipped,
                         aligned=aligned, crops=crops, strength=strength, refine=refine, keep_gps=keep_gps,
-                        timings=t, t0=t0)
+                        timings=t, t0=t0, detection=_detection(faces, skipped, detectors, warnings))
 
     def finish(self, prep: "Prepared", cloaked: np.ndarray, keep_crops: bool = False) -> ProtectResult:
         """Everything after the model: paste back, encode, per-face quality (one photo)."""
@@ -219,12 +254,13 @@ class Protector:
             faces_out.append(CloakedFace(
                 index=prep.faces.index(f), box=fj["box"], score=fj["score"], landmarks=fj["landmarks"],
                 crop_psnr=round(metrics.psnr(a.crop, c), 2), crop_ssim=round(metrics.ssim(a.crop, c), 4),
-                max_change=int(np.abs(a.crop.astype(int) - c.astype(int)).max())))
+                max_change=int(np.abs(a.crop.astype(int) - c.astype(int)).max()), found_by=list(f.found_by)))
         return ProtectResult(
             data=encoded, format=photo.format, width=photo.size[0], height=photo.size[1], faces=faces_out,
             skipped=prep.skipped, strength=prep.strength, refine=prep.refine, model_version=self.model_version,
             input_sha256=prep.data_sha256, output_sha256=_sha(encoded), timings=t, photo=photo, output_rgb=out,
-            crops=[(a.crop, c) for a, c in zip(aligned, cloaked)] if keep_crops else [])
+            crops=[(a.crop, c) for a, c in zip(aligned, cloaked)] if keep_crops else [],
+            detection=prep.detection)
 
     def protect(self, data: bytes, strength: str | None = None, refine: int = 0, keep_gps: bool = False,
                 keep_crops: bool = False) -> ProtectResult:

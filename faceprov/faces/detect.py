@@ -20,6 +20,7 @@ class Face:
     score: float
     landmarks: np.ndarray  # (5, 2): left eye, right eye, nose, mouth left, mouth right
     skipped: str | None = None  # reason when the face is reported but not processed
+    found_by: tuple[str, ...] = ()  # detectors that found it ("mtcnn", "yunet"); () = not recorded
 
     @property
     def size(self) -> float:
@@ -32,12 +33,15 @@ class Face:
         d["score"] = round(float(self.score), 4)
         d["landmarks"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks]
         d["size"] = round(self.size, 1)
+        d["found_by"] = list(self.found_by)
         return d
 
 
 class Detector:
     """MTCNN wrapper. `min_score` 0.7 keeps every face MTCNN's last stage accepts: for a
     protection tool a missed face (left unprotected) costs more than a cloaked non-face. `detect(rgb)` for one photo, `detect_batch([...])` for many of equal size."""
+
+    name = "mtcnn"
 
     def __init__(self, device: str | None = None, min_face: int | None = None, min_score: float = 0.7,
                  detect_min: int = 20):
@@ -70,7 +74,8 @@ class Detector:
             faces: list[Face] = []
             if b is not None:
                 for bb, pp, ll in zip(b, p, l):
-                    f = Face(tuple(float(v) for v in bb), float(pp), np.asarray(ll, dtype=np.float32))
+                    f = Face(tuple(float(v) for v in bb), float(pp), np.asarray(ll, dtype=np.float32),
+                             found_by=(self.name,))
                     if f.score < self.min_score:
                         continue
                     if f.size < self.min_face:
