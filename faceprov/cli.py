@@ -368,6 +368,9 @@ class _OutputError(Exception):
     code = "not_written"
 
 
+NOT_MEASURED = "cloaked; protection not measured (--report measures it against black-box recognizers)"
+
+
 @app.command()
 def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders"),
           output: Path = typer.Option(..., "-o", "--output", help="output file (one input) or folder"),
@@ -393,7 +396,8 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     import getpass
 
     from .cloak.protect import NoFaceError, Protector, face_embeddings
-    from .cloak.report import protection_report, render_html
+    from .cloak.report import overview_png, protection_report, render_html
+    from .cloak.sides import white_box_for
     from .faces.io import ImageError
 
     planned = _expand_inputs(inputs, output)
@@ -450,20 +454,27 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
                         rec_ = loop.run_until_complete(record_protection(
                             repo, res, owner=owner, model_name="faceprov-cloak", embeddings=face_embeddings(res)))
                         doc["record_id"] = rec_.id
+                    rep = None
                     if report is not None:
-                        rep = protection_report(res, prot.detector)
+                        rep = protection_report(res, prot.detector, white_box=white_box_for(
+                            prot.model, res.refine, prot.refine_recognizers))
                         doc["report"] = rep
                         rpath = (report / f"{f.stem}.html") if many else report
                         rpath.write_text(render_html(rep, res, title=f"faceprov: {f.name}"))
                         doc["report_html"] = str(rpath)
+                        opath = rpath.with_suffix(".overview.png")
+                        opath.write_bytes(overview_png(rep, res))
+                        doc["report_overview"] = str(opath)
+                    # without a report nothing was measured, and the line must not suggest otherwise
+                    doc["protection"] = rep["headline"] if rep else NOT_MEASURED
                     results.append(doc)
                     if not as_json:
-                        msg = f"{f} -> {dest}: {len(res.faces)} face(s) cloaked"
+                        msg = f"{f} -> {dest}: {len(res.faces)} face(s) {doc['protection']}"
                         if res.skipped:
-                            msg += f", {len(res.skipped)} skipped ({res.skipped[0]['reason']})"
-                        if report is not None:
-                            msg += "; " + "; ".join(fr["summary"] for fr in doc["report"]["faces"])
-                        err.print(msg)
+                            msg += f"; {len(res.skipped)} skipped ({res.skipped[0]['reason']})"
+                        err.print(msg, markup=False, highlight=False, soft_wrap=True)
+                        if rep and rep["what_now"]:
+                            err.print(f"  what now: {rep['what_now']}", markup=False, highlight=False, soft_wrap=True)
                 except (ImageError, NoFaceError, _OutputError) as e:
                     failed += 1
                     error = {"code": getattr(e, "code", "bad_image"), "message": str(e)}

@@ -106,7 +106,7 @@ class CorsPolicy:
 
 ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type"
 EXPOSE_HEADERS = ("X-Faceprov-Record-Id, X-Faceprov-Faces, X-Faceprov-Skipped, X-Faceprov-Summary, "
-                  "X-Request-Id, Retry-After")
+                  "X-Faceprov-Protection, X-Request-Id, Retry-After")
 
 
 def cors_middleware(policy: CorsPolicy):

@@ -67,7 +67,14 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
         "X-Faceprov-Record-Id": {"description": "id of the cloak record", "schema": UUID},
         "X-Faceprov-Faces": {"description": "faces cloaked", "schema": {"type": "integer"}},
         "X-Faceprov-Skipped": {"description": "faces found but too small or unclear", "schema": {"type": "integer"}},
-        "X-Faceprov-Summary": {"description": "protection summary (compact JSON)", "schema": {"type": "string"}},
+        "X-Faceprov-Summary": {"description": "compact JSON: faces, strength, model, and `protection` (the "
+                               "black-box headline), `measured`, `black_box_protected` of `black_box_total`, "
+                               "`still_recognisable_by`, `white_box`, `what_now` / `try` when a face is still "
+                               "recognisable; protection is measured only with report=true",
+                               "schema": {"type": "string"}},
+        "X-Faceprov-Protection": {"description": "the protection headline in words: how many black-box recognizers "
+                                  "(ones the cloak never saw in training) no longer recognise the faces, or that "
+                                  "it was not measured (without report=true)", "schema": {"type": "string"}},
     }
     page = [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
             {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0}}]

@@ -247,18 +247,44 @@ def _pdqs(res) -> tuple[tuple[str, int] | None, list]:
     return whole, faces
 
 
-def _record_summary(res, opts: CloakOptions) -> dict:
+NOT_MEASURED = "cloaked; protection not measured (report=true measures it against black-box recognizers)"
+
+
+def _protection(rep: dict | None, max_refine: int) -> dict:
+    """What the summary header and the record say about protection: the report's black-box
+    headline when one was measured, else plainly that nothing was."""
+    if rep is None:
+        return {"protection": NOT_MEASURED, "measured": False, "black_box_protected": None, "black_box_total": None}
+    out = {"protection": rep["headline"], "measured": True, "black_box": rep["black_box"],
+           "black_box_protected": rep["black_box_protected"], "black_box_total": rep["black_box_total"],
+           "still_recognisable_by": rep["still_recognisable_by"], "white_box": rep["white_box"]}
+    opts = dict(rep.get("what_now_options") or {})
+    if "refine" in opts:
+        opts["refine"] = min(opts["refine"], max_refine)
+        if opts["refine"] <= rep["refine"]:
+            del opts["refine"]
+    if rep.get("what_now"):
+        out["what_now"] = ("try " + " and/or ".join(f"{k}={v}" for k, v in opts.items())) if opts else (
+            "already at the strongest settings this server allows; do not count on these faces being hidden "
+            "from the recognizers listed")
+        out["try"] = opts
+    return out
+
+
+def _record_summary(res, opts: CloakOptions, protection: dict | None = None) -> dict:
     """What the cloak record keeps: no landmarks, no pixels, no embeddings."""
     return finite({"strength": opts.strength, "refine": res.refine, "format": res.format,
             "width": res.width, "height": res.height,
             "faces": [{"index": f.index, "box": f.box, "score": round(f.score, 4), "crop_psnr": f.crop_psnr,
                        "crop_ssim": f.crop_ssim, "max_change": f.max_change} for f in res.faces],
             "skipped": [{"index": s["index"], "box": s["box"], "reason": s["reason"]} for s in res.skipped],
-            "timings_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()}})
+            "timings_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()},
+            **({"protection": protection} if protection is not None else {})})
 
 
 async def cloak(request: web.Request) -> web.Response:
     from faceprov.cloak.report import DEFAULT_RECOGNIZERS, protection_report
+    from faceprov.cloak.sides import white_box_for
     from faceprov.store.repo import FaceInput
 
     app = request.app
@@ -288,7 +314,8 @@ async def cloak(request: web.Request) -> web.Response:
         if opts.report:
             stage = "report"
             names = cfg.report_recognizers or DEFAULT_RECOGNIZERS
-            rep = await worker.run_model(protection_report, res, prot.detector, names, stage="report")
+            rep = await worker.run_model(protection_report, res, prot.detector, names, stage="report",
+                                         white_box=white_box_for(prot.model, res.refine, prot.refine_recognizers))
         return res, pdqs, rep
 
     try:
@@ -301,6 +328,7 @@ async def cloak(request: web.Request) -> web.Response:
                 raise ApiError(504, "timeout",
                                f"the request took longer than the server's limit of {cfg.request_timeout:g} s") from None
             stage = "record"
+            protection = _protection(rep, cfg.max_refine)
             faces = [FaceInput(box=f.box, pdq=fp[0] if fp else None, pdq_quality=fp[1] if fp else None)
                      for f, fp in zip(res.faces, face_pdqs)]
             budget = float(prot.model.config.budgets[opts.strength])
@@ -312,7 +340,7 @@ async def cloak(request: web.Request) -> web.Response:
                 strength=budget, refine=res.refine, input_sha256=res.input_sha256,
                 output_sha256=res.output_sha256, faces=faces,
                 pdq=whole[0] if whole else None, pdq_quality=whole[1] if whole else None,
-                report=_record_summary(res, opts), retain_original=opts.retain_original,
+                report=_record_summary(res, opts, protection), retain_original=opts.retain_original,
                 original=data if opts.retain_original else None,
                 original_media_type=MEDIA_TYPES.get(res.format, "application/octet-stream")))
     except asyncio.CancelledError:
@@ -322,11 +350,14 @@ async def cloak(request: web.Request) -> web.Response:
     m.faces.inc(len(res.faces))
     summary = {"faces": len(res.faces), "skipped": len(res.skipped), "strength": opts.strength,
                "model": res.model_version,
-               "min_crop_psnr": min((f.crop_psnr for f in res.faces), default=None)}
+               "min_crop_psnr": min((f.crop_psnr for f in res.faces), default=None), **protection}
     summary = finite(summary)
     headers = {"X-Faceprov-Record-Id": rec.id, "X-Faceprov-Faces": str(len(res.faces)),
                "X-Faceprov-Skipped": str(len(res.skipped)),
-               "X-Faceprov-Summary": json.dumps(summary, separators=(",", ":"), allow_nan=False)}
+               "X-Faceprov-Summary": json.dumps(summary, separators=(",", ":"), allow_nan=False),
+               # header values must be Latin-1; the headline is ASCII by construction, kept so if a
+               # recognizer name ever is not
+               "X-Faceprov-Protection": protection["protection"].encode("ascii", "replace").decode()}
     media = MEDIA_TYPES.get(res.format, "application/octet-stream")
     if opts.report:
         doc = {"record_id": rec.id, "summary": res.summary(), "report": rep,

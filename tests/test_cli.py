@@ -1,5 +1,6 @@
 """The command line as a user runs it: real subprocesses, exit codes, no tracebacks."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,7 +148,11 @@ def test_cloak_records_each_photo_and_reports(tmp_path, sample_path, tiny_model,
     ok = [r for r in doc["results"] if "error" not in r]
     assert doc["failed"] == 1 and len(ok) == 1 and len(ok[0]["faces"]) == 3
     assert (out / "a.jpg").exists() and not (out / "b.jpg").exists()
-    assert (tmp_path / "reports" / "a.html").read_text().count("protected against") == 3
+    html = (tmp_path / "reports" / "a.html").read_text()
+    # this model records no training recognizers: three faces reported, and nothing claimed
+    assert html.count("<div class='face'") == 3 and "no protection is claimed" in html
+    assert "protected against" not in html
+    assert ok[0]["report"]["black_box_total"] == 0 and ok[0]["protection"] == ok[0]["report"]["headline"]
     hist = last_json(run("audit", "history", "--owner", "carol", "--db", db, "--json", check_rc=0).stdout)
     assert [h["id"] for h in hist] == [ok[0]["record_id"]]
     assert hist[0]["output_sha256"] == ok[0]["output_sha256"]
@@ -161,3 +166,39 @@ def test_cloak_records_each_photo_and_reports(tmp_path, sample_path, tiny_model,
 def test_cloak_bad_input_exit_code(tmp_path, tiny_model, bad_files):
     p = run("cloak", bad_files / "truncated.jpg", "-o", tmp_path / "x.jpg", "--model", tiny_model, "--no-record")
     assert p.returncode == 2 and "truncated" in p.stderr and not (tmp_path / "x.jpg").exists()
+
+
+# every "protected" the cloak command prints carries its black-box count
+PROTECTED_WITH_COUNT = re.compile(r"protected against \d+ of \d+ black-box recognizers")
+
+
+def _says_protected_only_with_a_count(line: str) -> bool:
+    return "protected" not in PROTECTED_WITH_COUNT.sub("", line)
+
+
+def test_cloak_line_counts_black_box_recognizers(tmp_path, sample_path):
+    import torch
+
+    from faceprov.cloak.model import CloakConfig, CloakModel
+
+    torch.manual_seed(0)
+    m = CloakModel(CloakConfig(width=8, size=112, n_id=1, n_pert=1, n_feat=1, se_reduction=4))
+    model = tmp_path / "model"
+    m.save_pretrained(model, metadata={"version": "cli-sides", "white_box": ["dlib", "faceres-deep"]})
+    p = run("cloak", sample_path(1), "-o", tmp_path / "s1.jpg", "--model", model, "--no-record",
+            "--report", tmp_path / "s1.html", check_rc=0)
+    line = next(x for x in p.stderr.splitlines() if "s1.jpg:" in x)
+    print(line)
+    assert "3 face(s) cloaked" in line and ("black box" in line or "black-box" in line), line
+    assert _says_protected_only_with_a_count(line), line
+    assert not re.search(r"faces? (\(s\) )?protected", line), line
+    html = (tmp_path / "s1.html").read_text()
+    assert "white box" in html and "black box" in html and "id='overview'" in html
+    if "still recognisable" in line:
+        assert "what now: try --strength high and/or --refine 20" in p.stderr, p.stderr
+    overview = Image.open(tmp_path / "s1.overview.png")
+    assert overview.width == 1024
+    # without a report nothing is measured, and the line says so
+    p = run("cloak", sample_path(1), "-o", tmp_path / "s1b.jpg", "--model", model, "--no-record", check_rc=0)
+    line = next(x for x in p.stderr.splitlines() if "s1b.jpg:" in x)
+    assert "3 face(s) cloaked; protection not measured" in line and _says_protected_only_with_a_count(line), line

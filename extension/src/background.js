@@ -256,7 +256,7 @@ export async function onMenuClick(info, tab) {
     return panel;
   }
   if (info.menuItemId === MENU_CLOAK) {
-    await toTab(tab, { type: 'faceprov:notice', text: 'Protecting faces…', busy: true });
+    await toTab(tab, { type: 'faceprov:notice', text: 'Cloaking faces…', busy: true });
     let img;
     try {
       img = await imageBytes(info.srcUrl, tab, info.frameId);
@@ -274,15 +274,20 @@ export async function onMenuClick(info, tab) {
     const downloadId = await chrome.downloads.download({
       url: `data:${r.type};base64,${toBase64(r.bytes)}`, filename, saveAs: false, conflictAction: 'uniquify',
     });
-    await toTab(tab, { type: 'faceprov:notice', text: `${facesText(r.faces)} — saved as ${filename}` });
+    await toTab(tab, { type: 'faceprov:notice', text: `${cloakText(r.faces, r.summary)} — saved as ${filename}` });
     return { ok: true, downloadId, filename, faces: r.faces, recordId: r.recordId };
   }
   return null;
 }
 
-function facesText(n) {
+// Says what the server measured, nothing more: its black-box protection line when it measured
+// one, else that the faces were cloaked and protection was not measured. A face count alone is
+// not protection (the cloak may still be seen through by recognizers it was not trained on).
+export function cloakText(n, summary) {
   if (!n) return 'No faces found';
-  return `${n} face${n === 1 ? '' : 's'} protected`;
+  const faces = `${n} face${n === 1 ? '' : 's'}`;
+  if (summary && summary.measured && summary.protection) return `${faces} ${summary.protection}`;
+  return `${faces} cloaked (protection not measured)`;
 }
 
 // ----------------------------------------------------------------------------- messages

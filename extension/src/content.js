@@ -50,7 +50,17 @@
     return u8;
   }
 
-  const facesText = (n) => (n ? `${n} face${n === 1 ? '' : 's'} protected` : 'No faces found to protect');
+  // The server's black-box protection line for one photo when it measured one; otherwise only
+  // what is known: the faces were cloaked. Never "protected" on a face count alone.
+  function facesText(n, summaries = []) {
+    if (!n) return 'No faces found to cloak';
+    const faces = `${n} face${n === 1 ? '' : 's'}`;
+    const measured = summaries.filter((s) => s && s.measured && s.protection);
+    if (!measured.length) return `${faces} cloaked (protection not measured)`;
+    if (summaries.length === 1) return `${faces} ${measured[0].protection}`;
+    return `${faces} cloaked; ${[...new Set(measured.map((s) => s.protection))].join(' | ')}`
+      + (measured.length < summaries.length ? ` (${summaries.length - measured.length} photo(s) not measured)` : '');
+  }
 
   // --------------------------------------------------------------------------- UI (shadow DOM)
 
@@ -197,7 +207,7 @@
     const r = await send({ type: 'faceprov:cloak', name: f.name, mime: f.type || 'application/octet-stream', b64: await readB64(f) });
     if (!r || !r.ok) return { ok: false, error: (r && r.error) || { code: 'extension', message: 'no answer' } };
     const out = new File([fromB64(r.b64)], f.name, { type: f.type || r.type, lastModified: f.lastModified });
-    return { ok: true, file: out, faces: r.faces, recordId: r.recordId };
+    return { ok: true, file: out, faces: r.faces, recordId: r.recordId, summary: r.summary };
   }
 
   // The files the page should get, or null to cancel (the page then gets nothing).
@@ -220,7 +230,7 @@
       if (c === 'cancel') return null;
       if (c === 'original') return files;
     }
-    notice(`protecting ${images.length} photo${images.length === 1 ? '' : 's'}…`, { busy: true });
+    notice(`cloaking ${images.length} photo${images.length === 1 ? '' : 's'}…`, { busy: true });
     const results = new Map();
     await Promise.all(images.map(async (f) => results.set(f, await cloakOne(f))));
     const noFace = (r) => !r.ok && (r.error.code === 'no_face' || r.error.code === 'too_small');
@@ -239,14 +249,15 @@
       useOriginal = true;
     }
     let faces = 0;
+    const summaries = [];
     const out = files.map((f) => {
       const r = results.get(f);
-      if (r && r.ok) { faces += r.faces; return r.file; }
+      if (r && r.ok) { faces += r.faces; summaries.push(r.summary); return r.file; }
       return f;
     });
     const origs = failed.length + images.filter((f) => noFace(results.get(f))).length;
-    notice(useOriginal ? `${facesText(faces)}; ${failed.length} original${failed.length === 1 ? '' : 's'} uploaded at your request`
-      : origs && !faces ? 'no faces found to protect' : facesText(faces));
+    notice(useOriginal ? `${facesText(faces, summaries)}; ${failed.length} original${failed.length === 1 ? '' : 's'} uploaded at your request`
+      : origs && !faces ? 'no faces found to cloak' : facesText(faces, summaries));
     return out;
   }
 
@@ -347,7 +358,7 @@
       if (st && st.busy) {
         e.preventDefault();
         e.stopImmediatePropagation();
-        notice('wait until the photos are protected, then send again', { busy: false, ms: 4000 });
+        notice('wait until the photos are cloaked, then send again', { busy: false, ms: 4000 });
         return;
       }
     }

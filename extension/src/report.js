@@ -36,7 +36,9 @@ async function main() {
   row(t, 'Model', rec.model ? `${rec.model.name} ${rec.model.version}` : null);
   row(t, 'Strength', rep.strength);
   row(t, 'Image', rep.format ? `${rep.format} ${rep.width}×${rep.height}` : null);
-  row(t, 'Faces protected', (rep.faces || []).length);
+  row(t, 'Faces cloaked', (rep.faces || []).length);
+  // the server's black-box measurement, when the cloak was measured (report=true); else it says so
+  row(t, 'Protection', rep.protection ? rep.protection.protection : 'not measured');
   (rep.faces || []).forEach((f) => row(t, `  face ${f.index}`, `box ${f.box.map((x) => Math.round(x)).join(',')} · PSNR ${f.crop_psnr ?? '∞'} · SSIM ${f.crop_ssim}`));
   (rep.skipped || []).forEach((s) => row(t, `  skipped ${s.index}`, s.reason));
   row(t, 'Input sha256', rec.input_sha256);

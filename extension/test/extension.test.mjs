@@ -133,10 +133,12 @@ test('file input: the page receives the cloaked photo, same name and type, new b
   assert.equal(rec.input_sha256, photoSha);
   assert.ok(rec.report.faces.length >= 1, 'the server protected no face');
   assert.equal(rec.report.strength, 'mid');
-  // the notice shows the server's face count (from X-Faceprov-Faces)
+  // the notice shows the server's face count (from X-Faceprov-Faces) and, as the server did not
+  // measure protection on this request, says so instead of calling the faces protected
   const notice = page.locator('faceprov-ui .notice');
   await notice.waitFor();
-  assert.equal(await notice.textContent(), `faceprov: ${rec.report.faces.length} face${rec.report.faces.length === 1 ? '' : 's'} protected`);
+  assert.equal(await notice.textContent(), `faceprov: ${rec.report.faces.length} face${rec.report.faces.length === 1 ? '' : 's'} cloaked (protection not measured)`);
+  assert.equal(rec.report.protection.measured, false);
   await page.screenshot({ path: join(SHOTS, 'notice.png'), clip: { x: 0, y: 0, width: 960, height: 640 } });
   // the input itself now holds the cloaked file too (a form post sends it)
   const inInput = await page.evaluate(async () => {
@@ -330,7 +332,7 @@ test('"Cloak and download" saves a cloaked copy', T, async () => {
   await page.locator('faceprov-ui .notice').filter({ hasText: 'saved as cloaked-face.jpg' }).waitFor();
 });
 
-test('popup: server status, faces protected today, recent cloaks linking to their records', T, async () => {
+test('popup: server status, faces cloaked today, recent cloaks linking to their records', T, async () => {
   const pop = await br.context.newPage();
   await pop.setViewportSize({ width: 360, height: 470 });
   await pop.goto(`chrome-extension://${br.extId}/src/popup.html`);

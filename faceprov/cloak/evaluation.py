@@ -36,28 +36,11 @@ from ..faces import io as fio
 from ..faces.align import align as _align
 from ..faces.align import paste_back as _paste_back
 from .protect import Protector
+# in sides.py so the per-photo report labels recognizers exactly as this benchmark does;
+# re-exported for the callers that import them from here (train.py)
+from .sides import SAME_WEIGHTS, side_of  # noqa: F401
 
 Progress = Callable[[str, int, int], None] | None
-
-
-# Recognizers that are literally the same network (the dlib port runs native dlib's weights).
-SAME_WEIGHTS = ({"dlib", "dlib-native"},)
-
-
-def side_of(r: rec.Recognizer, white: list[str]) -> str:
-    """white box (in a loss) / same weights (dlib-native when dlib is in a loss) /
-    related (another model of a family in a loss, e.g. faceres-deep) / black box."""
-    if r.name in white:
-        return "white box"
-    if any({r.name, w} <= group for group in SAME_WEIGHTS for w in white):
-        return "same weights"
-    families = set()
-    for w in white:
-        try:
-            families.add(rec.get(w).family)
-        except Exception:  # noqa: BLE001 - an unavailable white-box recognizer has no family here
-            continue
-    return "related" if r.family in families else "black box"
 
 
 def _jpeg(rgb: np.ndarray, q: int = 75) -> np.ndarray:

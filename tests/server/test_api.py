@@ -447,3 +447,41 @@ def test_redact_unit():
     assert "redacted" in redact("data:" + "QUJD" * 100)
     assert len(redact("x" * 10_000)) < MAX_LOG_CHARS + 100
     assert redact("GET /v1/cloaks 200") == "GET /v1/cloaks 200"
+
+
+def test_summary_headers_say_what_was_measured(start_server, detector, sample_path):
+    """Without report=true the server measures nothing and says so; with it, the headers carry the
+    report's black-box headline, and "protected" only ever comes with its black-box count."""
+    import re
+
+    from faceprov.cloak.protect import Protector
+
+    from .conftest import tiny_model
+
+    m = tiny_model()
+    m.metadata = {"white_box": ["dlib", "faceres-deep"]}  # mobileface, the report's recognizer, is black box
+    s = start_server(protector=Protector(m, detector=detector))
+    key = make_key(s.db_url, "dora", "user")
+    photo = sample_path(1).read_bytes()  # 3 faces; no LFW needed
+
+    r = requests.post(s.url + "/v1/cloak", data=photo, headers={**hdr(key), "Origin": "https://app.example"}, timeout=T)
+    assert r.status_code == 200, r.text
+    summary = json.loads(r.headers["X-Faceprov-Summary"])
+    assert summary["faces"] == 3 and summary["measured"] is False and summary["black_box_total"] is None
+    assert r.headers["X-Faceprov-Protection"] == summary["protection"]
+    assert summary["protection"].startswith("cloaked; protection not measured")
+    assert "X-Faceprov-Protection" in r.headers["Access-Control-Expose-Headers"]  # the extension reads it
+
+    r = requests.post(s.url + "/v1/cloak?report=true", data=photo, headers=hdr(key), timeout=T)
+    assert r.status_code == 200, r.text
+    rep = r.json()["report"]
+    summary = json.loads(r.headers["X-Faceprov-Summary"])
+    assert summary["measured"] is True and summary["protection"] == rep["headline"] == r.headers["X-Faceprov-Protection"]
+    assert rep["sides"] == {"mobileface": "black box"} and rep["white_box"] == ["dlib", "faceres-deep"]
+    assert (summary["black_box_protected"], summary["black_box_total"]) == (rep["black_box_protected"], 1)
+    assert "protected" not in re.sub(r"protected against \d+ of \d+ black-box recognizers", "", summary["protection"])
+    if summary["still_recognisable_by"]:
+        # the API's own spelling of the CLI's --strength high / --refine 20
+        assert summary["try"] == {"strength": "high", "refine": 20} and summary["what_now"] == "try strength=high and/or refine=20"
+    rec = requests.get(f"{s.url}/v1/cloaks/{r.json()['record_id']}", headers=hdr(key), timeout=T).json()
+    assert rec["report"]["protection"]["protection"] == rep["headline"]
