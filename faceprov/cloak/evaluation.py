@@ -125,6 +125,7 @@ def eval_protection(labels: Path, root: Path, recognizer_names: list[str], prote
     probe_items: list[_Probe] = []
     q_photo_psnr, q_photo_ssim, q_face_psnr, q_face_ssim, times = [], [], [], [], []
     noise_items, fawkes_items, fawkes_times = [], [], []
+    fawkes_q: tuple[list, list] = ([], [])  # the baseline's own face PSNR / SSIM (it spends its budget differently)
     for k, (p, ident) in enumerate(probes):
         data = (root / p).read_bytes()
         photo = fio.decode(data)
@@ -154,6 +155,9 @@ def eval_protection(labels: Path, root: Path, recognizer_names: list[str], prote
                 fk = fio.decode(fio.encode(photo, fk)).rgb  # saved like the cloak
                 fawkes_times.append(time.perf_counter() - t)
                 fawkes_items.append((fk, _central_landmarks(det, fk)))
+                af = _align(fk, lm_clean, protector.size, protector.template)
+                fawkes_q[0].append(metrics.psnr(a0.crop, af.crop))
+                fawkes_q[1].append(metrics.ssim(a0.crop, af.crop))
         if progress:
             progress("cloak probes", k + 1, len(probes))
 
@@ -203,5 +207,7 @@ def eval_protection(labels: Path, root: Path, recognizer_names: list[str], prote
                     "face_ssim": round(float(np.mean(q_face_ssim)), 4)},
         "seconds_per_photo": round(float(np.mean(times)), 3),
         "fawkes_seconds_per_photo": round(float(np.mean(fawkes_times)), 3) if fawkes_times else None,
+        "fawkes_quality": ({"face_psnr": round(float(np.mean([v for v in fawkes_q[0] if np.isfinite(v)])), 2),
+                            "face_ssim": round(float(np.mean(fawkes_q[1])), 4)} if fawkes_q[1] else None),
         "recognizers": results,
     }

@@ -125,7 +125,7 @@ class Protector:
 
     def __init__(self, model: CloakModel | str | Path | None = None, device: str | None = None,
                  detector: Detector | None = None, min_score: float = 0.7,
-                 refine_recognizers: tuple[str, ...] = ("faceres", "dlib")):
+                 refine_recognizers: tuple[str, ...] | None = None):
         self.device = torch.device(device or settings().device)
         if model is None:
             model = load_default(self.device)
@@ -134,8 +134,10 @@ class Protector:
         self.model = model.to(self.device).eval()
         self.detector = detector or default_union_detector(str(self.device))
         self.min_score = min_score
-        self.refine_recognizers = refine_recognizers
         meta = getattr(self.model, "metadata", {}) or {}
+        # Refinement uses the model's own white box, so it never makes a black-box recognizer
+        # (one the benchmarks headline) part of an optimisation.
+        self.refine_recognizers = tuple(refine_recognizers or meta.get("white_box") or ("faceres", "dlib"))
         self.model_version = str(meta.get("version") or meta.get("name") or
                                  f"cloak-w{self.model.config.width}" + (f"-step{meta['step']}" if "step" in meta else ""))
 
