@@ -1,4 +1,9 @@
-"""Shared fixtures: real sample photos and a few real LFW files (read from ../shared/data)."""
+"""Shared fixtures: real sample photos and real LFW files.
+
+LFW comes from the full data set when it is on the machine (../shared/data/lfw, or FACEPROV_LFW),
+otherwise from the small committed copy in tests/data/lfw-mini/ (built by ops/make_test_fixtures.py),
+so that the suite passes on a clean clone with no ../shared.
+"""
 from __future__ import annotations
 
 import os
@@ -18,12 +23,37 @@ from faceprov.config import reset_settings, settings  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
+LFW_MINI = ROOT / "tests" / "data" / "lfw-mini"
+
+
+def _choose_lfw() -> tuple[Path, str]:
+    """(LFW root for this run, why). Decided once, before any test, and written to FACEPROV_LFW so
+    that everything reading `settings().lfw_root` (faceprov.data.lfw, and the CLI subprocesses the
+    tests start, which inherit the environment) sees the same root as the `lfw_root` fixture."""
+    full = settings().lfw_root
+    reset_settings()  # leave no settings cached from collection time, as before this check existed
+    if os.environ.get("FACEPROV_LFW"):
+        # an explicit choice is kept even when it is wrong: the lfw_root fixture then fails with its path
+        return full, "FACEPROV_LFW"
+    if (full / "images").is_dir():
+        return full, "full LFW"
+    os.environ["FACEPROV_LFW"] = str(LFW_MINI)
+    return LFW_MINI, f"no LFW at {full}: the committed fixture set"
+
+
+LFW_ROOT, LFW_WHY = _choose_lfw()
+
+
+def pytest_terminal_summary(terminalreporter):
+    # at the end, where `pytest -q` (ops/test.sh) still shows it: which photos the LFW tests saw
+    terminalreporter.write_line(f"faceprov LFW: {LFW_ROOT} ({LFW_WHY})")
+
+
 @pytest.fixture(scope="session")
 def lfw_root() -> Path:
-    r = settings().lfw_root
-    if not (r / "images").is_dir():
-        pytest.fail(f"LFW is required for the tests and was not found at {r} (set FACEPROV_LFW)")
-    return r
+    if not (LFW_ROOT / "images").is_dir():
+        pytest.fail(f"FACEPROV_LFW={LFW_ROOT} has no images/ folder (unset it to use tests/data/lfw-mini)")
+    return LFW_ROOT
 
 
 @pytest.fixture(scope="session")
