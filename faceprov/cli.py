@@ -7,6 +7,7 @@ message and no traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -31,6 +33,22 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 train_app = typer.Typer(no_args_is_help=True, help="Train models here (resumable, logged, background-friendly).")
 app.add_typer(train_app, name="train")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"faceprov {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="print the faceprov version and exit")) -> None:
+    # only carries the top-level options; the help text is the Typer app's
+    pass
+
 
 # --- sub-apps ---
 # (other command groups register here)
@@ -323,10 +341,11 @@ def eval_protection_cmd(labels: Path = typer.Option(..., "--labels", help="TSV w
 # ----------------------------------------------------------------------------- cloak
 IMAGE_EXT = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".heic", ".heif", ".avif"}
 # Photos in formats the decoder refuses: taken from folders anyway, so that they are listed as
-# not protected instead of being passed over without a word.
+# not cloaked instead of being passed over without a word.
 OTHER_IMAGE_EXT = {".gif", ".bmp", ".tif", ".tiff", ".jxl", ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw"}
-# `faceprov cloak` on several photos when some (not all) could not be protected.
-EXIT_SOME_NOT_PROTECTED = 3
+# `faceprov cloak` on several photos when some (not all) could not be cloaked. ("Cloaked" is all
+# this command knows; whether faces are *protected* is what the protection report measures.)
+EXIT_SOME_NOT_CLOAKED = 3
 
 
 def _expand_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple[Path, Path]]:
@@ -336,13 +355,16 @@ def _expand_inputs(inputs: list[Path], output: Path | None = None) -> list[tuple
     files: list[tuple[Path, Path]] = []
     for p in inputs:
         if p.is_dir():
+            # only an output folder *inside* this one holds earlier output; one around it (-o ..)
+            # must not hide every photo
+            skip = out_dir if out_dir is not None and p.resolve() in out_dir.parents else None
             for q in sorted(p.rglob("*")):
                 rel = q.relative_to(p)
                 if (q.suffix.lower() not in IMAGE_EXT | OTHER_IMAGE_EXT or not q.is_file()
                         # hidden files and folders: macOS "._x.jpg" forks, thumbnail caches
                         or any(part.startswith(".") for part in rel.parts)
                         # a folder's earlier output inside it is not a photo to cloak again
-                        or (out_dir is not None and out_dir in q.resolve().parents)):
+                        or (skip is not None and skip in q.resolve().parents)):
                     continue
                 files.append((q, rel))
         else:
@@ -368,12 +390,47 @@ class _OutputError(Exception):
     code = "not_written"
 
 
+# Originals are never overwritten. An output is written by renaming a temporary file onto its
+# path, so an output path that is an input's path (spelled differently, through a symlink, or in
+# another case on a case-insensitive disk) would silently put the cloak in place of the only copy
+# of the photo. Both checks run before any photo is read, and exit 2 like any bad argument.
+def _refuse_input_folder_as_output(inputs: list[Path], output: Path) -> None:
+    out = output.resolve()
+    for p in inputs:
+        if p.is_dir() and p.resolve() == out:
+            raise typer.BadParameter(
+                f"{output} is the input folder {p}: the cloaked photos would replace the originals; "
+                "write them to another folder (e.g. -o cloaked/)", param_hint="'-o' / '--output'")
+
+
+def _refuse_overwriting_originals(files: list[Path], dests: list[Path]) -> None:
+    by_path = {f.resolve(): f for f in files}
+    by_inode = {}
+    for f in files:
+        try:
+            st = f.stat()
+            by_inode[(st.st_dev, st.st_ino)] = f
+        except OSError:  # unreadable or missing: reported per photo later
+            pass
+    for d in dests:
+        src = by_path.get(d.resolve())
+        if src is None and d.exists():
+            st = d.stat()
+            src = by_inode.get((st.st_dev, st.st_ino))
+        if src is not None:
+            raise typer.BadParameter(
+                f"the output {d} is the input photo {src}: cloaking would overwrite the original; "
+                "choose another output file or folder", param_hint="'-o' / '--output'")
+
+
 NOT_MEASURED = "cloaked; protection not measured (--report measures it against black-box recognizers)"
 
 
 @app.command()
 def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders"),
-          output: Path = typer.Option(..., "-o", "--output", help="output file (one input) or folder"),
+          # a str, not a Path: Path("new/") drops the trailing "/" that says "a folder, make it"
+          output_arg: str = typer.Option(..., "-o", "--output", metavar="PATH",
+                                         help="output file (one input) or folder (exists, or ends with /)"),
           strength: str = typer.Option("mid", "--strength", help="low | mid | high"),
           refine: int = typer.Option(0, "--refine", help="extra per-photo optimisation steps (slower, stronger)"),
           report: Optional[Path] = typer.Option(None, "--report", help="write an HTML protection report"),
@@ -386,11 +443,14 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Cloak every face in photos so recognizers and face-swap tools lose the identity.
 
-    Folders are searched recursively, sub-folders kept under -o; with one photo, -o is a file or a folder.
+    Folders are searched recursively, sub-folders kept under -o; with one photo, -o is a file or a
+    folder (an existing one, or a new one written with a trailing /). Originals are never
+    overwritten: an -o that is an input photo or the input folder is refused.
 
-    Every photo that can be protected is written; the others are listed at the end with the reason.
+    Every photo that can be cloaked is written; the others are listed at the end with the reason.
+    Whether the cloaked faces are protected is what --report measures.
 
-    Exit codes: 0 all protected; 3 some not protected (listed); 2 none protected or bad arguments; 4 no model file.
+    Exit codes: 0 all cloaked; 3 some not cloaked (listed); 2 none cloaked or bad arguments; 4 no model file.
     """
     import asyncio
     import getpass
@@ -400,22 +460,34 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     from .cloak.sides import white_box_for
     from .faces.io import ImageError
 
+    output = Path(output_arg)
+    wants_dir = output_arg.endswith(tuple(s for s in (os.sep, os.altsep) if s))
+    if wants_dir and output.exists() and not output.is_dir():
+        raise typer.BadParameter(f"{output_arg} ends with a separator but {output} is a file",
+                                 param_hint="'-o' / '--output'")
+    _refuse_input_folder_as_output(inputs, output)
     planned = _expand_inputs(inputs, output)
     if not planned:
         raise typer.BadParameter("no input photos found")
     files = [f for f, _ in planned]
     many = len(files) > 1 or inputs[0].is_dir()
-    if many and (output.is_file() or (output.suffix and not output.is_dir())):
+    if many and not wants_dir and (output.is_file() or (output.suffix and not output.is_dir())):
         raise typer.BadParameter("several inputs need -o to be a folder")
     if many and report and (report.is_file() or (report.suffix and not report.is_dir())):
         raise typer.BadParameter("several inputs need --report to be a folder")
-    if many:
-        output.mkdir(parents=True, exist_ok=True)
+    into_folder = many or wants_dir or output.is_dir()
+    dests = _destinations(planned, output, into_folder=into_folder)
+    _refuse_overwriting_originals(files, dests)
+    if into_folder:
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file in the way, no permission: a bad -o, not a traceback
+            raise typer.BadParameter(f"cannot make the folder {output} ({e.strerror or e})",
+                                     param_hint="'-o' / '--output'") from None
     if report and many:
         report.mkdir(parents=True, exist_ok=True)
     if report and not many and report.is_dir():
         report = report / f"{files[0].stem}.html"
-    dests = _destinations(planned, output, into_folder=many or output.is_dir())
     prot = Protector(model)
     loop = asyncio.new_event_loop()
     repo = None
@@ -427,7 +499,7 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
         owner = owner or getpass.getuser() or "local"
         loop.run_until_complete(repo.get_or_create_account(owner, "user"))
     results, failed = [], 0
-    not_protected: list[dict] = []
+    not_cloaked: list[dict] = []
     try:
         with progress_bar() as cb:
             for k, f in enumerate(files):
@@ -479,7 +551,7 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
                     failed += 1
                     error = {"code": getattr(e, "code", "bad_image"), "message": str(e)}
                     results.append({"input": str(f), "error": error})
-                    not_protected.append({"input": str(f), **error})
+                    not_cloaked.append({"input": str(f), **error})
                     err.print(f"[yellow]{f}: {e}")
                 cb("cloak", k + 1, len(files))
     finally:
@@ -490,7 +562,7 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     warned = sorted({w for r in results for w in r.get("detection", {}).get("warnings", [])})
     if as_json:
         emit_json(results[0] if not many else {"results": results, "failed": failed,
-                                               "not_protected": not_protected})
+                                               "not_cloaked": not_cloaked})
     for w in warned:
         err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
     if single:
@@ -500,14 +572,14 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
             err.print(f"  {name}: face #{s['index']} at {s['box']} found by {' + '.join(s['found_by'])} only, "
                       f"{s['status']}" + (f" ({s['reason']})" if s.get("reason") else ""),
                       markup=False, highlight=False, soft_wrap=True)
-    if many and not_protected:
-        err.print(f"{len(not_protected)} of {len(files)} photos not protected:", markup=False, highlight=False)
-        for n in not_protected:
+    if many and not_cloaked:
+        err.print(f"{len(not_cloaked)} of {len(files)} photos not cloaked:", markup=False, highlight=False)
+        for n in not_cloaked:
             err.print(f"  {n['input']}: {n['message']}", markup=False, highlight=False, soft_wrap=True)
     if failed == len(files):
         raise typer.Exit(2)
     if failed:
-        raise typer.Exit(EXIT_SOME_NOT_PROTECTED)
+        raise typer.Exit(EXIT_SOME_NOT_CLOAKED)
 
 
 @train_app.command("cloak", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
@@ -520,10 +592,24 @@ def train_cloak(ctx: typer.Context) -> None:
 
 
 # ----------------------------------------------------------------------------- entry point
+#: optional modules -> the extra that installs them (pyproject.toml), for a one-line hint
+#: instead of a traceback when a command reaches one that is not installed
+OPTIONAL_MODULES = {"insightface": "arcface", "asyncpg": "postgres", "pgvector": "postgres",
+                    "pgserver": "postgres"}
+
+
+def missing_extra_message(e: ModuleNotFoundError) -> str | None:
+    """"X is not installed: pip install 'faceprov[extra]'" for an optional module, else None."""
+    name = (e.name or "").split(".")[0]
+    extra = OPTIONAL_MODULES.get(name)
+    return f"{name} is not installed: pip install 'faceprov[{extra}]'" if extra else None
+
+
 def main() -> None:
     from .assets import AssetError
     from .config import settings
     from .faces.io import ImageError
+    from .store.db import StoreError
 
     if settings().threads:  # FACEPROV_THREADS: e.g. 1 on a machine shared with a training job,
         import torch        # where more threads than free cores make every op wait on the others
@@ -537,6 +623,15 @@ def main() -> None:
     except AssetError as e:
         err.print(f"[red]missing model file:[/red] {e}")
         sys.exit(4)
+    # (escaped: rich would take the "[postgres]" of "pip install 'faceprov[postgres]'" for a style)
+    except StoreError as e:  # e.g. no migrations found, a backend's extra not installed
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        sys.exit(2)
+    except ModuleNotFoundError as e:
+        if (msg := missing_extra_message(e)) is None:
+            raise
+        err.print(f"[red]error:[/red] {escape(msg)}")
+        sys.exit(2)
     except (FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         err.print(f"[red]error:[/red] {msg}")

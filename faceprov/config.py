@@ -22,6 +22,26 @@ def _find_lfw() -> Path:
     return here.parent / "shared" / "data" / "lfw"
 
 
+def ensure_private_dir(path: Path) -> Path:
+    """Create the folder `path` with mode 0700 (missing parents with the usual mode) and return it.
+
+    Permission rule: faceprov tightens only what it creates. FACEPROV_HOME holds biometric data
+    (embeddings, retained originals, the database), so when faceprov makes the folder, only its
+    owner may enter it. A folder that already exists keeps the mode it has: someone who made it, or
+    pointed FACEPROV_HOME at it, chose who may read it, and a chmod would undo that choice.
+    """
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:  # made meanwhile by someone else (another faceprov process): theirs
+        return path
+    # mkdir's mode goes through the umask, which may take more than group/other bits away
+    os.chmod(path, 0o700)
+    return path
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=_default_home)
@@ -57,13 +77,22 @@ class Settings:
     def db_url(self) -> str:
         return self.db or f"sqlite:///{self.home / 'faceprov.db'}"
 
+    def ensure_home(self) -> Path:
+        """FACEPROV_HOME, created 0700 when it does not exist yet (see `ensure_private_dir`)."""
+        try:
+            return ensure_private_dir(self.home)
+        except OSError:  # e.g. read-only: asking for a path must not fail; a write there says why
+            return self.home
+
+    # Every folder under home is reached through these properties, so home is created here, 0700,
+    # before a caller's `mkdir(parents=True)` below it could create it with the default mode.
     @property
     def assets_dir(self) -> Path:
-        return self.home / "assets"
+        return self.ensure_home() / "assets"
 
     @property
     def cache_dir(self) -> Path:
-        return self.home / "cache"
+        return self.ensure_home() / "cache"
 
 
 def _env(name: str) -> str | None:

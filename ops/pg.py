@@ -43,7 +43,7 @@ def start(data_dir: str | Path, cleanup_mode: str | None = "stop", fast: bool = 
         import pgserver
     except ImportError as e:  # pragma: no cover
         raise PostgresUnavailable(
-            "pgserver is not installed (pip install pgserver): it bundles PostgreSQL+pgvector"
+            "pgserver is not installed (pip install 'faceprov[postgres]'): it bundles PostgreSQL+pgvector"
         ) from e
     for k, v in (settings or {}).items():  # checked before anything starts
         if not k.replace("_", "").isalnum() or "'" in str(v) or "\\" in str(v):

@@ -18,7 +18,9 @@ if ! $VPY -c "import torch, torchvision" >/dev/null 2>&1; then
   $VPY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
 EXTRAS="server"
-[[ $WITH_TEST == 1 ]] && EXTRAS="server,test"
+# the tests also run the PostgreSQL store (postgres: asyncpg, pgvector, pgserver) and the
+# arcface-onnx recognizer (arcface: insightface)
+[[ $WITH_TEST == 1 ]] && EXTRAS="server,test,postgres,arcface"
 $VPY -m pip install -q -e ".[${EXTRAS}]"
 # Pretrained files (verified by sha256, cached under FACEPROV_HOME).
 .venv/bin/faceprov assets fetch --all

@@ -3,8 +3,10 @@
 - The format is sniffed from the bytes (never from the file name).
 - Decompression bombs are refused *before* pixels are decoded (header size check).
 - EXIF orientation is applied, so every later step sees the photo upright.
-- Encoding keeps the input's format and roughly its JPEG quality, keeps EXIF (orientation reset
-  to 1 because pixels are already upright) and strips GPS unless asked not to.
+- Encoding keeps the input's format; a JPEG keeps the input's quantisation tables and chroma
+  subsampling (4:4:4, 4:2:2 or 4:2:0: what Pillow can write), so a re-encode costs no more quality
+  than the input already had and colour detail is not halved behind the user's back. EXIF is kept
+  (orientation reset to 1 because pixels are already upright) and GPS stripped unless asked not to.
 """
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ class Photo:
     alpha: np.ndarray | None = None  # (H, W) uint8 when the input had transparency
     exif: Image.Exif | None = None
     quality: int | None = None  # estimated JPEG quality of the input
+    # JPEG input: Pillow's subsampling code (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0; None when Pillow
+    # cannot name it, e.g. grayscale or 4:1:1) and the quantisation tables, written back by encode()
+    jpeg_subsampling: int | None = None
+    jpeg_qtables: list[list[int]] | None = None
+    jpeg_progressive: bool = False
     icc_profile: bytes | None = None
     source_bytes: int = 0
     info: dict = field(default_factory=dict)
@@ -87,6 +94,21 @@ def estimate_jpeg_quality(img: Image.Image) -> int | None:
     return int(np.clip(round(quality), 1, 100))
 
 
+def _jpeg_layout(img: Image.Image) -> tuple[int | None, list[list[int]] | None, bool]:
+    """(subsampling, quantisation tables, progressive) of a JPEG as Pillow can write them again.
+
+    Read from the header, before EXIF rotation turns the image into a plain in-memory one. A
+    rotated 4:2:2 photo stays 4:2:2 (Pillow cannot write the transposed 4:4:0)."""
+    from PIL import JpegImagePlugin
+
+    sampling = JpegImagePlugin.get_sampling(img)
+    q = getattr(img, "quantization", None) or {}
+    tables = [list(q[k]) for k in sorted(q)]
+    if not (0 < len(tables) < 5) or any(len(t) != 64 for t in tables):
+        tables = None  # Pillow would refuse them; encode() falls back to the estimated quality
+    return (sampling if sampling in (0, 1, 2) else None), tables, bool(img.info.get("progressive"))
+
+
 def decode(data: bytes, max_pixels: int | None = None, max_bytes: int | None = None) -> Photo:
     """Bytes -> upright Photo, or ImageError with a clear message."""
     s = settings()
@@ -115,6 +137,7 @@ def decode(data: bytes, max_pixels: int | None = None, max_bytes: int | None = N
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated: the first frame is the photo
             quality = estimate_jpeg_quality(img) if fmt == "JPEG" else None
+            sampling, qtables, progressive = _jpeg_layout(img) if fmt == "JPEG" else (None, None, False)
             exif = img.getexif()
             icc = img.info.get("icc_profile")
             img.load()
@@ -139,7 +162,8 @@ def decode(data: bytes, max_pixels: int | None = None, max_bytes: int | None = N
     if rgb.shape[0] < 8 or rgb.shape[1] < 8:
         raise ImageError(f"the image is only {rgb.shape[1]}x{rgb.shape[0]} pixels", "too_small")
     return Photo(rgb=rgb, format=fmt, alpha=alpha, exif=exif, quality=quality, icc_profile=icc,
-                 source_bytes=len(data))
+                 source_bytes=len(data), jpeg_subsampling=sampling, jpeg_qtables=qtables,
+                 jpeg_progressive=progressive)
 
 
 def read(path: str | Path, **kw) -> Photo:
@@ -187,7 +211,17 @@ def encode(photo: Photo, rgb: np.ndarray | None = None, keep_gps: bool = False, 
     fmt = photo.format
     if fmt == "JPEG":
         q = quality or photo.quality or 92
-        img.save(buf, "JPEG", quality=int(q), subsampling=0 if q >= 90 else 2, optimize=True, **kw)
+        sub = photo.jpeg_subsampling
+        if sub is None:  # unknown layout (not from a JPEG, grayscale, 4:1:1): the old rule
+            sub = 0 if q >= 90 else 2
+        if photo.jpeg_progressive:
+            kw["progressive"] = True
+        if quality is None and photo.jpeg_qtables:
+            # The input's own tables, unscaled: Pillow scales given tables by `quality`, so none is
+            # passed (its default then leaves them exactly as they are).
+            img.save(buf, "JPEG", qtables=photo.jpeg_qtables, subsampling=sub, optimize=True, **kw)
+        else:  # an explicit quality asks for libjpeg's standard tables at that quality
+            img.save(buf, "JPEG", quality=int(q), subsampling=sub, optimize=True, **kw)
     elif fmt == "PNG":
         img.save(buf, "PNG", optimize=False, compress_level=6, **kw)
     elif fmt == "WEBP":

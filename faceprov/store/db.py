@@ -13,6 +13,7 @@ Plain URLs are accepted and mapped to the async drivers (``sqlite+aiosqlite``,
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -42,6 +43,21 @@ class MigrationsNotFound(StoreError):
     pass
 
 
+class MissingExtra(StoreError):
+    """A backend whose packages are an optional extra that is not installed."""
+
+
+def _require_postgres_extra() -> None:
+    # asyncpg and pgvector are the `postgres` extra; without this check SQLAlchemy stops with a
+    # bare "No module named 'asyncpg'" that does not say how to get it
+    import importlib.util
+
+    missing = [m for m in ("asyncpg", "pgvector") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingExtra(f"a PostgreSQL database needs {' and '.join(missing)}: "
+                           "pip install 'faceprov[postgres]'")
+
+
 def async_url(url: str) -> str:
     """Map a plain SQLAlchemy URL onto the async driver faceprov uses for it."""
     u = make_url(url)
@@ -67,6 +83,27 @@ def sqlite_path(url: str) -> Path | None:
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
     return Path(u.database)
+
+
+def prepare_sqlite_file(p: Path) -> None:
+    """Create a missing SQLite database file with mode 0600, in a folder made 0700 if missing.
+
+    The database holds embeddings and audit data; SQLite itself would create it with the umask's
+    mode (usually 0644), and its -wal/-shm/-journal files copy the database file's mode. The same
+    rule as for FACEPROV_HOME (faceprov.config.ensure_private_dir): only a file or folder faceprov
+    creates is made private; an existing one keeps the mode its owner gave it.
+    """
+    from faceprov.config import ensure_private_dir
+
+    if p.exists():
+        return
+    ensure_private_dir(p.parent)
+    try:
+        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:  # created meanwhile by another process
+        return
+    os.close(fd)  # an empty file is an empty SQLite database
+    os.chmod(p, 0o600)  # the umask may have taken the owner's bits too
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
@@ -99,9 +136,10 @@ def create_engine(url: str, ef_search: int | None = None, **kw) -> AsyncEngine:
     if backend == "sqlite":
         p = sqlite_path(url)
         if p is not None:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            prepare_sqlite_file(p)
         kw.setdefault("connect_args", {"timeout": 60})
     else:
+        _require_postgres_extra()
         kw.setdefault("pool_size", 5)
         # pgvector's HNSW search breadth for every session (raised per query when k needs it)
         kw.setdefault("connect_args", {"server_settings": {
@@ -165,22 +203,25 @@ def default_url() -> str:
 # ----------------------------------------------------------------------------- Alembic
 
 def migrations_dir() -> Path:
-    """The top-level `migrations/` folder (source checkout) or FACEPROV_MIGRATIONS."""
+    """The Alembic scripts: FACEPROV_MIGRATIONS, else the copy an installed wheel ships in
+    `faceprov/migrations/` (setup.py puts it there), else the checkout's top-level `migrations/`."""
     from faceprov.config import settings
 
     cand = []
     if settings().migrations_dir is not None:
         cand.append(Path(settings().migrations_dir))
     pkg = Path(__file__).resolve().parent.parent  # .../faceprov
+    # The package's own copy first: in an installed wheel pkg.parent is site-packages, where a
+    # `migrations/` folder would belong to some other distribution.
+    cand.append(pkg / "migrations")  # installed wheel
     cand.append(pkg.parent / "migrations")  # source checkout / editable install
-    cand.append(pkg / "migrations")  # if a build ever ships them inside the package
     for c in cand:
         if (c / "env.py").is_file() and (c / "versions").is_dir():
             return c
     raise MigrationsNotFound(
         "Alembic migrations not found (looked in: " + ", ".join(str(c) for c in cand)
-        + "). Run from a faceprov source checkout or set FACEPROV_MIGRATIONS to the "
-        "folder holding env.py and versions/."
+        + "). Reinstall faceprov (its wheel ships them in faceprov/migrations), run from a "
+        "source checkout, or set FACEPROV_MIGRATIONS to the folder holding env.py and versions/."
     )
 
 
@@ -200,7 +241,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     url = url or default_url()
     p = sqlite_path(url)
     if p is not None:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        prepare_sqlite_file(p)
     command.upgrade(alembic_config(url), revision)
 
 

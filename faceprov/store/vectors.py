@@ -395,7 +395,9 @@ class EmbeddedIndex(VectorIndex):
         p = self._paths(rid)
         if p is None or not g.dirty or g.usearch is None:
             return
-        p[0].parent.mkdir(parents=True, exist_ok=True)
+        from faceprov.config import ensure_private_dir
+
+        ensure_private_dir(p[0].parent)  # embeddings: 0700 when made here, like the database's folder
         tmp = p[0].with_suffix(".usearch.tmp")
         g.usearch.save(str(tmp))
         os.replace(tmp, p[0])

@@ -99,3 +99,36 @@ def test_webp_round_trip():
     p = fio.decode(_bytes(Image.new("RGB", (64, 48), (1, 2, 3)), "WEBP"))
     assert p.format == "WEBP"
     assert Image.open(io.BytesIO(fio.encode(p))).format == "WEBP"
+
+
+def _own_tables() -> list[list[int]]:
+    """Quantisation tables no libjpeg quality setting produces (a flat chroma table), so only
+    copying the input's tables can reproduce them."""
+    luma = [max(1, min(255, v * 3 // 4)) for v in range(2, 130, 2)]
+    return [luma, [12] * 64]
+
+
+@pytest.mark.parametrize("subsampling", [1, 0], ids=["4:2:2", "4:4:4"])
+def test_jpeg_re_encode_keeps_subsampling_and_tables(sample_path, subsampling):
+    from PIL import JpegImagePlugin
+
+    src = Image.open(sample_path(1)).resize((480, 320))
+    data = _bytes(src, "JPEG", qtables=_own_tables(), subsampling=subsampling)
+    inp = Image.open(io.BytesIO(data))
+    assert JpegImagePlugin.get_sampling(inp) == subsampling  # the test photo is what it claims
+    p = fio.decode(data)
+    assert p.jpeg_subsampling == subsampling
+    edited = p.rgb.copy()
+    edited[100:120, 200:240] //= 2  # a cloak changes pixels; the layout must still be the input's
+    out = Image.open(io.BytesIO(fio.encode(p, edited)))
+    assert JpegImagePlugin.get_sampling(out) == subsampling
+    assert out.quantization == inp.quantization
+    # an explicit quality still keeps the input's subsampling (standard tables at that quality)
+    q60 = Image.open(io.BytesIO(fio.encode(p, quality=60)))
+    assert JpegImagePlugin.get_sampling(q60) == subsampling and q60.quantization != inp.quantization
+
+
+def test_jpeg_re_encode_keeps_progressive(sample_path):
+    src = Image.open(sample_path(1)).resize((240, 160))
+    p = fio.decode(_bytes(src, "JPEG", quality=85, progressive=True))
+    assert Image.open(io.BytesIO(fio.encode(p))).info.get("progressive")
