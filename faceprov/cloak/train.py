@@ -536,6 +536,29 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     return last
 
 
+def _dlw_summary(log: Path) -> list[str]:
+    """How far DLW moved the loss shares during the run (min / mean / max per loss)."""
+    if not log.exists():
+        return []
+    shares: dict[str, list[float]] = {}
+    weights: dict[str, list[float]] = {}
+    for r in map(json.loads, log.read_text().splitlines()):
+        if r.get("kind") == "train":
+            for k, v in (r.get("dlw_share") or {}).items():
+                shares.setdefault(k, []).append(float(v))
+            for k, v in (r.get("dlw") or {}).items():
+                weights.setdefault(k, []).append(float(v))
+    if not shares:
+        return []
+    out = ["What DLW did in this run (logged steps): share of the weighted identity loss and weight, "
+           "min / mean / max:", "", "| loss | share | weight |", "|---|---|---|"]
+    for k in shares:
+        s, w = shares[k], weights.get(k, [float("nan")])
+        out.append(f"| {k} | {min(s):.3f} / {sum(s) / len(s):.3f} / {max(s):.3f} | "
+                   f"{min(w):.3f} / {sum(w) / len(w):.3f} / {max(w):.3f} |")
+    return out + [""]
+
+
 def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     """Copy a run's `model/` to `dest` (default faceprov/weights/cloak/) with a MODEL_CARD.md
     written from the run's configuration and its last evaluation."""
@@ -589,6 +612,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     lines += [
         "", "## Dynamic Loss Weighting", "", "```", (dlw_mod.__doc__ or "").strip(), "```",
         f"", f"Settings: {json.dumps(asdict(cfg.dlw))}", "",
+        *_dlw_summary(log),
         "## Last training-time evaluation (held-out peopleDevTest faces, tensors, not end to end)", "",
     ]
     if evals:
