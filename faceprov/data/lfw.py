@@ -83,7 +83,12 @@ def load_aligned(split: str, size: int = 224, template: str = "arcface", max_ide
     from ..faces import io as fio
     from .landmarks import landmarks_for
 
-    tag = f"lfw-{split}-{template}-{size}-min{min_images}-{max_identities or 'all'}"
+    # the root is part of the key: the committed test fixture set and the full LFW must never
+    # share (and overwrite) one crop cache
+    import hashlib
+
+    key = hashlib.sha1(str(root().resolve()).encode()).hexdigest()[:8]
+    tag = f"lfw-{key}-{split}-{template}-{size}-min{min_images}-{max_identities or 'all'}"
     cache = settings().cache_dir / "aligned" / f"{tag}.pt"
     if cache.exists():
         d = torch.load(cache, weights_only=False)
