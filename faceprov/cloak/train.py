@@ -594,7 +594,11 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
         "", "## Training", "",
         f"- data: {meta.get('data', cfg.data)} (train split identities only), context margin {cfg.context_margin} px",
         f"- steps: {meta.get('step')}, batch {cfg.batch_size}, lr {cfg.lr} / discriminator {cfg.lr_d}",
+        f"- budgets during training: " + (f"drawn uniformly from {cfg.train_budget_range[0]:g}..{cfg.train_budget_range[1]:g}/255"
+                                         if cfg.train_budget_range else f"the named strengths {cfg.train_strengths}"),
         f"- white-box recognizers (in the loss): {', '.join(meta.get('white_box', cfg.identity.recognizers))}",
+        f"- black-box recognizers (in no loss, the ones protection is headlined on): "
+        f"{', '.join(sorted({k for e in evals for k, v in e.get('recognizers', {}).items() if v.get('side') == 'black'})) or 'none evaluated'}",
         f"- identity options: target={cfg.identity.target}, feature={cfg.identity.feature}, "
         f"jitter={cfg.identity.jitter}",
         f"- augmentations: JPEG p={cfg.augment.p_jpeg} q{cfg.augment.jpeg_quality}, resize p={cfg.augment.p_resize} "

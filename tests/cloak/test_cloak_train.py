@@ -110,3 +110,31 @@ def test_warm_start_from_a_model_folder(tmp_path, tiny_recs, tiny_eval_recs):
     bad.model.width = 16
     with pytest.raises(ValueError, match="differs"):
         train(bad, tmp_path / "third", progress=False, recognizers=tiny_recs, eval_recognizers=tiny_eval_recs)
+
+
+def test_warm_start_with_new_strengths_and_a_budget_range(tmp_path, tiny_recs):
+    """A warm start may move the named strengths (the frontier chooses them) but keeps what the
+    weights read from the budget channel; budgets drawn from a range stay inside it."""
+    from faceprov.cloak.model import CloakConfig
+
+    first = tmp_path / "first"
+    train(TrainConfig.tiny(steps=2), first, progress=False, recognizers=tiny_recs, eval_recognizers={})
+    scale = CloakModel.from_pretrained(first / "model").config.condition_scale
+    assert scale == pytest.approx(8 / 255)  # the largest named budget of the first model
+
+    moved = {"low": 6 / 255, "mid": 8 / 255, "high": 12 / 255}
+    cfg = TrainConfig.tiny(steps=2, init_from=str(first / "model"), train_budget_range=(3.0, 12.0),
+                           model=CloakConfig.tiny(budgets=moved, budget_scale=8 / 255))
+    second = tmp_path / "second"
+    train(cfg, second, progress=False, recognizers=tiny_recs, eval_recognizers={})
+    m = CloakModel.from_pretrained(second / "model")
+    assert m.config.budgets == pytest.approx(moved) and m.config.condition_scale == pytest.approx(scale)
+    assert any("warm start" in r.get("msg", "") for r in _log(second))
+    x = torch.rand(2, 3, 32, 32)
+    assert (m.cloak(x, "high") - x).abs().max() <= 12 / 255 + 1e-6
+
+    # a warm start whose budget channel would mean something else is refused
+    bad = TrainConfig.tiny(steps=1, init_from=str(first / "model"),
+                           model=CloakConfig.tiny(budgets=moved))  # scale = 12/255, not 8/255
+    with pytest.raises(ValueError, match="init_from"):
+        train(bad, tmp_path / "bad", progress=False, recognizers=tiny_recs, eval_recognizers={})
