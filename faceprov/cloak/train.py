@@ -592,7 +592,8 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
         f"Working crop: {cfg.model.size}x{cfg.model.size}, template `{cfg.model.template}`; "
         f"strengths (L-inf): " + ", ".join(f"{k} {v * 255:.0f}/255" for k, v in cfg.model.budgets.items()) + ".",
         "", "## Training", "",
-        f"- data: {meta.get('data', cfg.data)} (train split identities only), context margin {cfg.context_margin} px",
+        f"- data: {meta.get('data', cfg.data)} (train split identities only"
+        + (f"; the first {cfg.max_identities}" if cfg.max_identities else "") + f"), context margin {cfg.context_margin} px",
         f"- steps: {meta.get('step')}, batch {cfg.batch_size}, lr {cfg.lr} / discriminator {cfg.lr_d}",
         f"- budgets during training: " + (f"drawn uniformly from {cfg.train_budget_range[0]:g}..{cfg.train_budget_range[1]:g}/255"
                                          if cfg.train_budget_range else f"the named strengths {cfg.train_strengths}"),
