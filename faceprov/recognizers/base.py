@@ -85,6 +85,20 @@ class Recognizer(ABC):
         }
 
 
+class ModuleRecognizer(Recognizer):
+    """A recognizer whose weights are one frozen torch module, ``self.net``."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.net.requires_grad_(False)
+
+    def to(self, device: str | torch.device) -> "ModuleRecognizer":
+        super().to(device)
+        self.net.to(self.device)
+        return self
+
+
 def registry_key(r: "Recognizer") -> str:
     """'name@version' as the store accepts it ([A-Za-z0-9_.:+-], at most 64 characters a part);
     long version strings keep a readable head and a hash of the whole. Embeddings are stored and

@@ -20,7 +20,7 @@ import torch
 
 from .. import assets
 from ..faces.templates import ARCFACE_112, register_template
-from .base import Recognizer, RecognizerUnavailable, register
+from .base import ModuleRecognizer, RecognizerUnavailable, register
 from .graphdef import batch_reshapes, read_graphdef
 from .tfjs import TFJSGraph
 
@@ -69,7 +69,7 @@ def load_graph() -> TFJSGraph:
     return TFJSGraph(graph, {}, "input", "embeddings").eval()
 
 
-class FaceNet(Recognizer):
+class FaceNet(ModuleRecognizer):
     name = "facenet"
     family = "facenet"
     input_size = SIZE
@@ -79,14 +79,7 @@ class FaceNet(Recognizer):
     standardize = STANDARDIZE
 
     def __init__(self) -> None:
-        super().__init__()
-        self.net = load_graph()
-        self.net.requires_grad_(False)
-
-    def to(self, device):
-        super().to(device)
-        self.net.to(self.device)
-        return self
+        super().__init__(load_graph())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(standardize(x, self.standardize), layout="NCHW")

