@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .. import recognizers as rec
 from ..faces.align import align as _align
 from ..faces import io as fio
+from ..faces.union import iou
 from .protect import ProtectResult
 from .sides import BLACK, RELATED, SAME, UNKNOWN, WHITE, side_of
 
@@ -42,21 +43,13 @@ SIDE_ORDER = {BLACK: 0, UNKNOWN: 1, RELATED: 2, SAME: 3, WHITE: 4}
 WHAT_NOW_REFINE = 20
 
 
-def _iou(a, b) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
-
-
 def _redetect(detector, rgb, boxes) -> list[np.ndarray | None]:
     """Landmarks of the re-detected face matching each original box (None if lost)."""
     found = [f for f in detector.detect(rgb) if f.skipped is None]
     out = []
     for b in boxes:
-        best = max(found, key=lambda f: _iou(f.box, b), default=None)
-        out.append(best.landmarks if best is not None and _iou(best.box, b) > 0.3 else None)
+        best = max(found, key=lambda f: iou(f.box, b), default=None)
+        out.append(best.landmarks if best is not None and iou(best.box, b) > 0.3 else None)
     return out
 
 
