@@ -274,8 +274,9 @@ class Protector:
 
 
 # Recognizers whose embeddings of each cloaked person go to the registry: the port of dlib (the
-# most accurate here, fast) and faceres (another family), so a later verification can search both.
-REGISTRY_RECOGNIZERS = ("dlib", "faceres")
+# most accurate here, fast), faceres (another family) and sface (verify's judge: the fused answer
+# searches the registry with it), so a later verification can search all three.
+REGISTRY_RECOGNIZERS = ("dlib", "faceres", "sface")
 
 
 def face_embeddings(result: ProtectResult, names=REGISTRY_RECOGNIZERS) -> list[dict]:

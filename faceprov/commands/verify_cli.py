@@ -48,7 +48,8 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
            k: int = typer.Option(3, "--top", min=1, max=20, help="matches listed per recovered face"),
            ism: Optional[Path] = typer.Option(None, "--ism", help="ISM model folder (default: shipped)"),
            model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="folder of the one --model"),
-           recognizer: str = typer.Option("dlib", "--recognizer", help="recognizer used to match recovered faces"),
+           recognizer: str = typer.Option("sface", "--recognizer", help="recognizer used to match recovered faces "
+                                          "(the fused answer is calibrated for sface; another one abstains)"),
            device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default FACEPROV_DEVICE)"),
            as_json: bool = typer.Option(False, "--json")) -> None:
     """Is IMAGE a face swap? Restore the source and target faces and say whose they are."""
@@ -92,12 +93,17 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
         p = res.manipulated_probability
         _say(f"{image}: {res.verdict}" + ("" if p is None else f" (manipulated probability {p:.2f})"))
         for f in res.faces:
+            for side, who in (("source", "pasted in"), ("target", "whose photo")):
+                a = f.to_json()[side]
+                name = (f"{a['identity']} (similarity {a['similarity']:.2f}, confidence {a['confidence']:.2f})"
+                        if a.get("identity") else a.get("decision", "abstain"))
+                _say(f"  face {f.index} {side} ({who}): {name}")
             for kind, r in f.recovered.items():
                 for side in ("source", "target"):
                     ms = getattr(r, f"{side}_matches")
                     best = (f"{ms[0].get('identity') or ms[0].get('identity_id')} {ms[0]['similarity']:.2f}"
                             f"{' (match)' if ms[0]['match'] else ' (below threshold)'}") if ms else "no gallery"
-                    _say(f"  face {f.index} {kind} {side}: {best}")
+                    _say(f"    details: {kind} {side}: {best}")
         if evidence is not None:
             _say(f"evidence: {evidence}")
 

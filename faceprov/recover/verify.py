@@ -39,7 +39,10 @@ from .losses import crop_template
 
 RECOVERY_MODELS = ("dfrec", "drfsi", "drn")
 WEIGHTS_ROOT = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_RECOGNIZER = "dlib"  # the registry stores dlib + faceres embeddings of every cloaked face
+# The match recognizer, and the judge of the fused answer (faceprov/recover/fuse.py): sface is in no
+# recovery loss (a black box), so a recovered face cannot have been optimised to look like someone
+# to it. The registry stores dlib, faceres and sface embeddings of every cloaked face.
+DEFAULT_RECOGNIZER = "sface"
 
 
 class ModelMissing(FileNotFoundError):
@@ -177,10 +180,21 @@ class FaceCheck:
     mask: np.ndarray               # ISM mask probability on the crop (float32, 0..1)
     matrix: np.ndarray             # photo -> ISM crop (2x3)
     recovered: dict[str, Recovered] = field(default_factory=dict)
+    landmarks: np.ndarray | None = None   # detected 5 points in the photo
+    swapped_embedding: np.ndarray | None = None   # the match recognizer's embedding of the face as it is
+    # fused answer: side -> {"vector", "candidates": [...], "evidence": [...]} and side -> decide()'s dict
+    fused: dict[str, dict] = field(default_factory=dict)
+    answer: dict[str, dict] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
-            "index": self.index, "box": self.box, "score": self.score,
+            "index": self.index, "box": self.box,
+            **{side: self.answer.get(side) or {"identity": None, "confidence": None,
+                                                "decision": "not checked: the face was not flagged as manipulated"
+                                                if not self.recovered else "abstain: no fused answer was computed",
+                                                "evidence": []}
+               for side in ("source", "target")},
+            "score": self.score,
             "fake_probability": round(self.fake_probability, 4), "manipulated": self.manipulated,
             "region": self.region,
             "recovery": {k: {"model_version": r.version,
@@ -206,6 +220,7 @@ class VerifyResult:
     height: int
     timings: dict = field(default_factory=dict)
     photo: fio.Photo | None = None
+    fusion: Any = None             # the FusionRule the answers were decided with (match_registry re-decides)
 
     def to_json(self) -> dict:
         return {
@@ -242,7 +257,8 @@ class Verifier:
     def __init__(self, ism: ISM, recovery: Mapping[str, Any] | None = None, *, recognizer=None,
                  detector: Detector | None = None, device: str | torch.device | None = None,
                  fake_threshold: float = 0.5, min_score: float = 0.9, max_faces: int = 8,
-                 unavailable: Mapping[str, str] | None = None, drfsi_steps: int | None = None):
+                 unavailable: Mapping[str, str] | None = None, drfsi_steps: int | None = None,
+                 fusion=None):
         self.device = torch.device(device or settings().device)
         self.ism = ism.to(self.device).eval()
         self.recovery = {k: m.to(self.device).eval() for k, m in (recovery or {}).items()}
@@ -253,6 +269,7 @@ class Verifier:
         self.max_faces = max_faces
         self.unavailable = dict(unavailable or {})
         self.drfsi_steps = drfsi_steps
+        self.fusion = fusion  # faceprov.recover.fuse.FusionRule (None: every answer abstains, saying why)
         for k, m in self.recovery.items():
             if abs(float(m.config.context) - float(self.ism.config.context)) > 1e-6:
                 raise ValueError(f"{k} works on crops with context {m.config.context}, the ISM on "
@@ -293,6 +310,10 @@ class Verifier:
             from .. import recognizers as R
 
             rec = R.get(recognizer, str(dev))
+        if "fusion" not in kw:
+            from .fuse import FusionRule
+
+            kw["fusion"] = FusionRule.load()
         return cls(ism, rec_models, recognizer=rec, device=dev, unavailable=missing, **kw)
 
     # ------------------------------------------------------------------ steps
@@ -389,6 +410,7 @@ class Verifier:
         for (i, f), c in zip(use, checks):
             fj = f.to_json()
             c.index, c.box, c.score = i, fj["box"], fj["score"]
+            c.landmarks = np.asarray(f.landmarks, np.float32)
         t["ism_recover"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         if self.recognizer is not None:
@@ -399,6 +421,8 @@ class Verifier:
                     if gallery is not None:
                         r.source_matches = _gallery_matches(gallery, e[0], k, self.recognizer.threshold)
                         r.target_matches = _gallery_matches(gallery, e[1], k, self.recognizer.threshold)
+                if c.recovered:
+                    self._fuse(photo.rgb, c, gallery)
         t["match"] = time.perf_counter() - t3
         t["total"] = time.perf_counter() - t0
         if not checks:
@@ -414,7 +438,58 @@ class Verifier:
             registry_key=self.recognizer.registry_key if self.recognizer is not None else None,
             threshold=getattr(self.recognizer, "threshold", None),
             fake_threshold=self.fake_threshold, input_sha256=hashlib.sha256(data).hexdigest(),
-            width=photo.size[0], height=photo.size[1], timings=t, photo=photo)
+            width=photo.size[0], height=photo.size[1], timings=t, photo=photo, fusion=self.fusion)
+
+
+    def _fuse(self, rgb: np.ndarray, c: FaceCheck, gallery: Gallery | None) -> None:
+        """The fused search of each side (gallery part; `match_registry` adds the registry's)."""
+        from ..faces.align import align
+        from . import fuse
+
+        rec = self.recognizer
+        if c.landmarks is not None:
+            crop = align(rgb, c.landmarks, rec.input_size, rec.template).crop
+            c.swapped_embedding = _embed_crops(rec, crop[None])[0]
+        vecs = {"source": {fuse.SWAPPED: c.swapped_embedding}, "target": {fuse.SWAPPED: c.swapped_embedding}}
+        for kind, r in c.recovered.items():
+            vecs["source"][kind], vecs["target"][kind] = r.source_embedding, r.target_embedding
+        rule = self.fusion if (self.fusion is not None and self.fusion.judge == rec.name) else None
+        for side in fuse.SIDES:
+            sr = rule.sides.get(side) if rule else None
+            inputs = sr.inputs if sr else []
+            v = fuse.fuse_vectors(vecs[side], inputs) if sr else None
+            evidence = []
+            for name, vec in vecs[side].items():
+                if vec is None:
+                    continue
+                e = {"input": name, "fused": name in inputs}
+                if gallery is not None and len(gallery):
+                    ident, sim = gallery.search(vec, 1)[0]
+                    e.update(name=ident, similarity=round(sim, 4))
+                evidence.append(e)
+            cands = ([{"name": n, "similarity": s, "source": "gallery"} for n, s in gallery.search(v, 2)]
+                     if (v is not None and gallery is not None and len(gallery)) else [])
+            c.fused[side] = {"vector": v, "candidates": cands, "evidence": evidence}
+            _decide(c, side, self.fusion, rec.name)
+
+def _decide(c: FaceCheck, side: str, fusion, judge: str) -> None:
+    """Apply the fusion rule to a side's candidates (gallery and registry together)."""
+    from . import fuse
+
+    rule = fusion if (fusion is not None and fusion.judge == judge) else None
+    why = None
+    if fusion is None:
+        why = "no fusion rule (faceprov/weights/fusion.json; written by ops/bench/fusion --write)"
+    elif rule is None:
+        why = f"the rule is calibrated for {fusion.judge}, not {judge}"
+    d = c.fused[side]
+    ans = fuse.decide(d["candidates"], rule.sides.get(side) if rule else None)
+    if why:
+        ans["decision"] = f"abstain: {why}"
+    ans["judge"] = judge
+    ans["fused_inputs"] = rule.sides[side].inputs if rule and side in rule.sides else []
+    ans["evidence"] = d["evidence"]
+    c.answer[side] = ans
 
 
 def _gallery_matches(gallery: Gallery, vec: np.ndarray, k: int, threshold: float | None) -> list[dict]:
@@ -462,6 +537,16 @@ async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: floa
                          for h in hits]
                 lst = getattr(r, f"{side}_matches")
                 lst[:] = sorted(lst + found, key=lambda d: -d["similarity"])[: max(k, len(found))]
+        # the fused answer searches the registry too: its best two hits join the gallery's
+        for side, d in f.fused.items():
+            if d.get("vector") is None:
+                continue
+            hits = await repo.search(key, d["vector"], k=2)
+            n += 1
+            d["candidates"] = [c for c in d["candidates"] if c.get("source") != "registry"] + [
+                {"identity_id": h.identity_id, "similarity": float(h.score), "source": "registry",
+                 **({"name": labels[h.identity_id]} if labels and h.identity_id in labels else {})} for h in hits]
+            _decide(f, side, result.fusion, result.recognizer)
     return n
 
 
@@ -488,6 +573,16 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
     for f in result.faces:
         row = [(im(f.crop), f"face {f.index}"),
                (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}")]
+        # the fused answer first, as in the JSON: a named person in a blue frame, else "no match"
+        for side in ("source", "target"):
+            a = f.answer.get(side)
+            if not a:
+                continue
+            who = a.get("identity")
+            thumb = gallery.thumbs.get(who) if (who and gallery is not None) else None
+            row.append((im(thumb) if thumb is not None else None,
+                        f"{side}: {str(who)[:18]}" if who else f"{side}: no confident match",
+                        (30, 80, 200) if who else (150, 150, 150)))
         for kind, r in f.recovered.items():
             for side in ("source", "target"):
                 row.append((im(getattr(r, side)), f"{kind}: {side}"))

@@ -111,7 +111,8 @@ def test_manipulated_path_recovers_and_matches(verifier, gallery, lfw_root):
     assert doc["models"]["drn"] and doc["models"]["ism"] and doc["match_recognizer"] == "dlib"
     # the evidence picture: one row, input | mask | source | target | two matches
     img = Image.open(io.BytesIO(evidence_png(res, gallery, tile=80)))
-    assert img.format == "PNG" and img.width == 6 * (80 + 6) + 6
+    # + the fused answer of each side (here: abstain, no rule)
+    assert img.format == "PNG" and img.width == 8 * (80 + 6) + 6
     a = np.asarray(img.convert("RGB"))
     assert a[30:30 + 80, 6:86].std() > 10  # the face tile is a picture, not blank
 
