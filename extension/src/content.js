@@ -84,6 +84,7 @@
     button.primary { background: #2563eb; border-color: #2563eb; color: #fff; }
     .panel { right: 16px; top: 16px; width: 340px; padding: 14px 16px; }
     .panel .verdict { font-size: 14px; font-weight: 600; margin: 6px 0; }
+    .panel .answer { font-size: 13px; margin: 3px 0; }
     .panel .verdict.na { color: #8a5a00; } .panel .verdict.fake { color: #b42318; } .panel .verdict.real { color: #1f7a45; }
     .panel img { max-width: 100%; max-height: 220px; display: block; margin: 8px 0; border-radius: 6px; }
     .panel img.checked { max-height: 90px; }
@@ -184,6 +185,14 @@
       if (Array.isArray(res.faces)) {
         for (const f of res.faces.slice(0, 4)) {
           const parts = [`face ${f.index}: manipulated p=${Number(f.fake_probability).toFixed(2)}`];
+          // the server's one answer per side first (the same as its JSON and evidence picture)
+          for (const [side, label] of [['source', 'pasted in'], ['target', 'whose photo']]) {
+            const a = f[side];
+            if (!a) continue;
+            const who = a.identity ? `${String(a.identity).slice(0, 24)} (similarity ${Number(a.similarity).toFixed(2)})`
+              : `no confident match${a.decision ? ` — ${String(a.decision).replace(/^abstain: /, '').slice(0, 80)}` : ''}`;
+            p.append(el('div', { class: 'answer', 'data-side': side, text: `${side} (${label}): ${who}` }));
+          }
           for (const [m, r] of Object.entries(f.recovery || {})) {
             for (const side of ['source', 'target']) {
               const best = ((r[side] || {}).matches || [])[0];

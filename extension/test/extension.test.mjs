@@ -295,6 +295,14 @@ test('"Check for face swap" shows the server\'s verdict or message in a panel', 
   await panel.locator('[data-verdict]').waitFor();
   if (direct.ok) {
     assert.equal(await panel.locator('[data-verdict]').getAttribute('data-verdict'), String(expect.verdict));
+    // the panel gives the server's one answer per side, never a name the server did not give
+    const f0 = (expect.faces || [])[0];
+    for (const side of ['source', 'target']) {
+      if (!f0 || !f0[side]) continue;
+      const text = await panel.locator(`.answer[data-side="${side}"]`).first().textContent();
+      if (f0[side].identity) assert.ok(text.includes(String(f0[side].identity).slice(0, 24)), text);
+      else assert.match(text, /no confident match/);
+    }
   } else {
     assert.equal(res.ok, false);
     assert.equal(res.error.code, expect.error.code);
