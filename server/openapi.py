@@ -246,6 +246,9 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
             "models": {"type": "object"}, "unavailable": {"type": "object"},
             "match_recognizer": {"type": "string", "nullable": True},
             "match_threshold": {"type": "number", "nullable": True},
+            "provenance": {"type": "object", "description": "cloak records the photo was made from: "
+                           "{records: [{record_id, owner_id, owner, created_at, distance, by}], by: "
+                           "context_pdq | photo_pdq | null, context_pdq, photo_pdq, thresholds}"},
             "evidence_url": {"type": "string"}}},
         "Enrolled": {"type": "object", "required": ["id", "recognizers"], "properties": {
             "id": UUID, "label": nullable_str, "recognizers": {"type": "array", "items": {"type": "string"}},

@@ -239,12 +239,14 @@ def cloak_options(request: web.Request, fields: Mapping[str, str]) -> CloakOptio
 def _pdqs(res) -> tuple[tuple[str, int] | None, list]:
     from faceprov.provenance import pdq
 
+    from faceprov.provenance.context import context_pdq
+
     try:
         whole = pdq.compute(res.output_rgb)
     except ValueError:
         whole = None
     faces = pdq.compute_faces(res.output_rgb, [f.box for f in res.faces])
-    return whole, faces
+    return whole, faces, context_pdq(res.output_rgb, [f.box for f in res.faces])
 
 
 NOT_MEASURED = "cloaked; protection not measured (report=true measures it against black-box recognizers)"
@@ -321,7 +323,7 @@ async def cloak(request: web.Request) -> web.Response:
     try:
         async with worker.admit():
             try:
-                res, (whole, face_pdqs), rep = await asyncio.wait_for(pipeline(), cfg.request_timeout)
+                res, (whole, face_pdqs, context), rep = await asyncio.wait_for(pipeline(), cfg.request_timeout)
             except (asyncio.TimeoutError, TimeoutError):
                 m.rejected.inc(reason="timeout")
                 m.dropped.inc(stage=f"timeout_{stage}")
@@ -340,6 +342,7 @@ async def cloak(request: web.Request) -> web.Response:
                 strength=budget, refine=res.refine, input_sha256=res.input_sha256,
                 output_sha256=res.output_sha256, faces=faces,
                 pdq=whole[0] if whole else None, pdq_quality=whole[1] if whole else None,
+                context_pdq=context[0] if context else None, context_pdq_quality=context[1] if context else None,
                 report=_record_summary(res, opts, protection), retain_original=opts.retain_original,
                 original=data if opts.retain_original else None,
                 original_media_type=MEDIA_TYPES.get(res.format, "application/octet-stream")))
@@ -368,6 +371,20 @@ async def cloak(request: web.Request) -> web.Response:
 
 # ----------------------------------------------------------------------------- verify
 
+async def _provenance(worker, repo, res) -> dict:
+    """Provenance by context (faceprov.provenance.match) with the hashing on the CPU pool."""
+    from faceprov.provenance.context import CANDIDATE_DISTANCE
+    from faceprov.provenance.match import decide, photo_hashes, provenance_doc
+
+    if res.photo is None:
+        return provenance_doc([], {"context_pdq": None, "photo_pdq": None})
+    rgb, boxes = res.photo.rgb, [f.box for f in res.faces]
+    hashes = await worker.run_cpu(photo_hashes, rgb, boxes, stage="provenance")
+    cands = await repo.find_provenance(hashes["context_pdq"], hashes["photo_pdq"],
+                                       context_distance=CANDIDATE_DISTANCE)
+    return provenance_doc(await worker.run_cpu(decide, rgb, boxes, cands, stage="provenance"), hashes)
+
+
 async def verify(request: web.Request) -> web.Response:
     """Detect a face swap, restore source and target faces, match them against the registry;
     records the verification (verdict + matched identity ids, no pixels, no embeddings)."""
@@ -389,12 +406,14 @@ async def verify(request: web.Request) -> web.Response:
         res = await worker.run_model(v.check, data, recover="always" if always else "auto",
                                      max_pixels=cfg.max_pixels, max_bytes=cfg.max_body, stage="verify")
         await match_registry(repo, res, k=3)
+        # provenance by context: the cloak record (and its owner) of the photo a swap was made on
+        prov = await _provenance(worker, repo, res)
         png = await worker.run_cpu(evidence_png, res, stage="evidence")
-        return res, png
+        return res, prov, png
 
     async with worker.admit():
         try:
-            res, png = await asyncio.wait_for(pipeline(), cfg.request_timeout)
+            res, prov, png = await asyncio.wait_for(pipeline(), cfg.request_timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise ApiError(504, "timeout",
                            f"the request took longer than the server's limit of {cfg.request_timeout:g} s") from None
@@ -411,7 +430,8 @@ async def verify(request: web.Request) -> web.Response:
     ev[vid] = png
     while len(ev) > max(1, cfg.evidence_cache):
         ev.popitem(last=False)
-    doc = finite({"id": vid, **res.to_json(), "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
+    doc = finite({"id": vid, **res.to_json(), "provenance": prov,
+                  "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
     return _json(doc)
 
 

@@ -68,20 +68,26 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
             raise typer.BadParameter(f"gallery TSV {gallery} not found")
         gal = Gallery.from_tsv(gallery, root, v.recognizer)
     res = v.check(data, gallery=gal, recover="always" if always else "auto", k=k)
+    prov = None
     if db or registry:
         import asyncio
 
         from ..store.repo import open_repo
 
+        from ..provenance.match import provenance
+
         async def run():
             repo = await open_repo(db, upgrade=True)
             try:
                 await match_registry(repo, res, k=k)
+                return await provenance(repo, res)
             finally:
                 await repo.db.close()
 
-        asyncio.run(run())
+        prov = asyncio.run(run())
     doc = res.to_json()
+    if prov is not None:  # which cloak record the photo (or the photo a swap was made on) is
+        doc["provenance"] = prov
     doc["input"] = str(image)
     if evidence is not None:
         evidence.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +110,12 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
                     best = (f"{ms[0].get('identity') or ms[0].get('identity_id')} {ms[0]['similarity']:.2f}"
                             f"{' (match)' if ms[0]['match'] else ' (below threshold)'}") if ms else "no gallery"
                     _say(f"    details: {kind} {side}: {best}")
+        if prov is not None:
+            for r in prov["records"][:3]:
+                _say(f"  made from cloak record {r['record_id']} of {r['owner']} "
+                     f"({r['by']}, distance {r['distance']})")
+            if not prov["records"]:
+                _say("  no cloak record matches the photo's context or the photo")
         if evidence is not None:
             _say(f"evidence: {evidence}")
 

@@ -175,6 +175,7 @@ class Database:
 
         self.pdq_index = PDQIndex()  # keyed by cloak_records.seq
         self.face_pdq_index = PDQIndex()  # keyed by cloak_faces.id
+        self.context_pdq_index = PDQIndex()  # keyed by cloak_records.seq (context PDQ)
         self.pdq_watermark = 0
         self.pdq_lock = asyncio.Lock()
 

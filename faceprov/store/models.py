@@ -171,6 +171,10 @@ class CloakRecord(Base):
     output_sha256: Mapped[str] = mapped_column(String(64), index=True)
     pdq: Mapped[str | None] = mapped_column(String(64), index=True)
     pdq_quality: Mapped[int | None] = mapped_column(Integer)
+    # PDQ of the output with its face regions masked out (faceprov.provenance.context), which a
+    # face swap made on the photo keeps; null on records made before migration 0002
+    context_pdq: Mapped[str | None] = mapped_column(String(64), index=True)
+    context_pdq_quality: Mapped[int | None] = mapped_column(Integer)
     c2pa_label: Mapped[str | None] = mapped_column(String(256))
     report: Mapped[dict | None] = mapped_column(JSON)
     retain_original: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -544,6 +544,8 @@ class Repo:
         output_image: Any = None,
         pdq: str | None = None,
         pdq_quality: int | None = None,
+        context_pdq: str | None = None,
+        context_pdq_quality: int | None = None,
         c2pa_label: str | None = None,
         report: Mapping[str, Any] | None = None,
         retain_original: bool = False,
@@ -555,7 +557,9 @@ class Repo:
         """Record one cloaked photo, its faces, their embeddings and the audit row, atomically.
 
         `output_image` (PIL image or HxWx3 array of the saved output) gives the image PDQ and,
-        with each face's box, the per-face PDQ; or pass `pdq`/`FaceInput.pdq` directly.
+        with each face's box, the per-face PDQ and the context PDQ (the photo with the face
+        boxes masked out, faceprov.provenance.context); or pass `pdq`/`FaceInput.pdq`/
+        `context_pdq` directly.
         The original bytes are stored only when `retain_original` is true. `record_id` lets
         the caller fix the record's UUID beforehand (to put it into the C2PA manifest).
         """
@@ -604,6 +608,12 @@ class Repo:
             except ValueError as e:
                 raise InvalidInput(f"output image: {e}") from None
             face_pdqs = [c if b is not None else None for c, b in zip(computed, boxes)]
+            if context_pdq is None:
+                from faceprov.provenance.context import context_pdq as _context_pdq
+
+                ctx = _context_pdq(output_image, [b for b in boxes if b is not None])
+                if ctx is not None:
+                    context_pdq, context_pdq_quality = ctx
         else:
             face_pdqs = [None] * len(faces)
         for i, f in enumerate(faces):
@@ -611,6 +621,8 @@ class Repo:
                 face_pdqs[i] = (check_pdq(f.pdq, "face PDQ hash"), int(f.pdq_quality or 0))
         if pdq is not None:
             pdq = check_pdq(pdq)
+        if context_pdq is not None:
+            context_pdq = check_pdq(context_pdq, "context PDQ hash")
         rid = check_uuid(record_id, "record id") if record_id is not None else str(uuid.uuid4())
 
         # --- one transaction ----------------------------------------------------------------
@@ -645,11 +657,14 @@ class Repo:
                 "face_pdq": [p[0] if p else None for p in face_pdqs],
                 "retain_original": bool(retain_original),
             }
+            if context_pdq is not None:  # absent (not null) keeps older payloads' form
+                payload["context_pdq"] = context_pdq
             seq = await self._audit(s, actor_id, "cloak.record", "cloak", cid, payload)
             s.add(CloakRecord(
                 id=cid, seq=seq, owner_id=acc.id, model_name=model_name,
                 model_version=model_version, strength=strength, refine=refine,
                 input_sha256=in_sha, output_sha256=out_sha, pdq=pdq, pdq_quality=pdq_quality,
+                context_pdq=context_pdq, context_pdq_quality=context_pdq_quality,
                 c2pa_label=c2pa_label, report=dict(report) if report is not None else None,
                 retain_original=bool(retain_original)))
             await s.flush()
@@ -782,6 +797,10 @@ class Repo:
                                      .where(CloakRecord.seq > wm, CloakRecord.seq <= top,
                                             CloakFace.pdq.is_not(None)))).all()
             db.face_pdq_index.add([r[0] for r in frows], [r[1] for r in frows])
+            crows = (await s.execute(select(CloakRecord.seq, CloakRecord.context_pdq)
+                                     .where(CloakRecord.seq > wm, CloakRecord.seq <= top,
+                                            CloakRecord.context_pdq.is_not(None)))).all()
+            db.context_pdq_index.add([r[0] for r in crows], [r[1] for r in crows])
             db.pdq_watermark = top
 
     async def find_by_pdq(self, hash_hex: str, max_distance: int = pdqmod.MATCH_DISTANCE,
@@ -813,6 +832,66 @@ class Repo:
                             found[cid] = {"cloak_id": cid, "distance": fd[fid], "via": "face",
                                           "face_index": fi}
         return sorted(found.values(), key=lambda x: (x["distance"], x["cloak_id"]))[:limit]
+
+    async def find_provenance(self, context_hash: str | None = None, photo_hash: str | None = None,
+                              context_distance: int | None = None,
+                              photo_distance: int = pdqmod.MATCH_DISTANCE,
+                              limit: int = 20) -> list[dict]:
+        """Cloak records a suspicious photo may have been made from: context PDQ within
+        `context_distance` (default faceprov.provenance.context.CONTEXT_DISTANCE) of
+        `context_hash`, or whole-photo PDQ within `photo_distance` of `photo_hash`. One entry
+        per record, {record_id, owner_id, owner, created_at, distance, by: "context_pdq" |
+        "photo_pdq", context_distance, photo_distance (None where not within), context_pdq and
+        face_boxes (the record's)}, context matches first, then nearest first. Records without
+        a context hash (made before migration 0002) are found by their photo PDQ only.
+        faceprov.provenance.match.match_context confirms the context candidates (stage 2)."""
+        from faceprov.provenance.context import CONTEXT_DISTANCE
+
+        limit = check_limit(limit)
+        cd = CONTEXT_DISTANCE if context_distance is None else int(context_distance)
+        for d in (cd, photo_distance):
+            if not 0 <= int(d) <= 64:
+                raise InvalidInput("max distance must be within 0..64")
+        queries = []
+        if context_hash is not None:
+            queries.append(("context_pdq", check_pdq(context_hash, "context PDQ hash"), cd))
+        if photo_hash is not None:
+            queries.append(("photo_pdq", check_pdq(photo_hash), int(photo_distance)))
+        if not queries:
+            return []
+        async with self.read() as s:
+            await self._sync_pdq(s)
+            best: dict[int, tuple[int, int, str]] = {}  # seq -> (rank, distance, by)
+            dist: dict[int, dict] = {}  # seq -> {"context_pdq": d, "photo_pdq": d}
+            for rank, (by, h, dmax) in enumerate(queries):
+                index = self.db.context_pdq_index if by == "context_pdq" else self.db.pdq_index
+                for seq, d in index.query(h, dmax)[:limit]:
+                    dist.setdefault(seq, {})[by] = d
+                    if seq not in best or (rank, d) < best[seq][:2]:
+                        best[seq] = (rank, d, by)
+            if not best:
+                return []
+            rows = (await s.execute(select(CloakRecord.seq, CloakRecord.id, CloakRecord.owner_id,
+                                           Account.name, CloakRecord.created_at,
+                                           CloakRecord.context_pdq)
+                                    .join(Account, Account.id == CloakRecord.owner_id)
+                                    .where(CloakRecord.seq.in_(list(best))))).all()
+            boxes: dict[str, list] = {}
+            for cid, box in (await s.execute(select(CloakFace.cloak_id, CloakFace.box)
+                                             .where(CloakFace.cloak_id.in_([r[1] for r in rows]))
+                                             .order_by(CloakFace.face_index))).all():
+                if box is not None:
+                    boxes.setdefault(cid, []).append(box)
+        out = [{"record_id": cid, "owner_id": oid, "owner": name, "created_at": _iso(created),
+                "distance": best[seq][1], "by": best[seq][2],
+                "context_distance": dist[seq].get("context_pdq"),
+                "photo_distance": dist[seq].get("photo_pdq"), "context_pdq": ctx,
+                "face_boxes": boxes.get(cid, []), "_rank": best[seq][0]}
+               for seq, cid, oid, name, created, ctx in rows]
+        out.sort(key=lambda x: (x["_rank"], x["distance"], x["record_id"]))
+        for x in out:
+            del x["_rank"]
+        return out[:limit]
 
     # ------------------------------------------------------------------ history & audit
     async def history(self, *, owner: str | None = None, identity: str | None = None,
@@ -881,7 +960,9 @@ class Repo:
                  "model": {"name": rec.model_name, "version": rec.model_version,
                            "strength": rec.strength, "refine": rec.refine},
                  "input_sha256": rec.input_sha256, "output_sha256": rec.output_sha256,
-                 "pdq": rec.pdq, "pdq_quality": rec.pdq_quality, "c2pa_label": rec.c2pa_label,
+                 "pdq": rec.pdq, "pdq_quality": rec.pdq_quality,
+                 "context_pdq": rec.context_pdq, "context_pdq_quality": rec.context_pdq_quality,
+                 "c2pa_label": rec.c2pa_label,
                  "report": rec.report, "retain_original": rec.retain_original,
                  "original_retained": rec.id in retained, "faces": faces.get(rec.id, [])}
             if rec.id in distances:
@@ -935,7 +1016,8 @@ class Repo:
                 c, a = CloakRecord.__table__.c, AuditLog.__table__.c
                 res = await conn.stream(
                     select(a.seq, a.object_id, a.payload, c.id, c.seq.label("rseq"), c.owner_id,
-                           c.input_sha256, c.output_sha256, c.pdq, c.c2pa_label, c.model_name,
+                           c.input_sha256, c.output_sha256, c.pdq, c.context_pdq, c.c2pa_label,
+                           c.model_name,
                            c.model_version, c.strength, c.refine)
                     .select_from(AuditLog.__table__.outerjoin(
                         CloakRecord.__table__, c.id == a.object_id))
@@ -951,7 +1033,8 @@ class Repo:
                            "output_sha256": r.output_sha256, "pdq": r.pdq,
                            "c2pa_label": r.c2pa_label,
                            "model": {"name": r.model_name, "version": r.model_version,
-                                     "strength": r.strength, "refine": r.refine}}
+                                     "strength": r.strength, "refine": r.refine},
+                           "context_pdq": r.context_pdq}
                     if r.rseq != r.seq:
                         problems.append(f"cloak record {r.id}: seq differs from its audit row")
                     for key, val in now.items():

@@ -87,7 +87,9 @@ def test_default_db_from_home_and_any_directory(tmp_path):
         p = subprocess.run([sys.executable, "-c", code, *args], cwd=str(tmp_path), env=env,
                            capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "0001_initial"
+    from faceprov.store import db
+
+    assert p.stdout.strip() == db.head_revision()  # the newest migration
     assert (tmp_path / "h" / "faceprov.db").is_file()
 
 
