@@ -420,11 +420,12 @@ async def verify(request: web.Request) -> web.Response:
     if res.verdict == "no_face":
         why = f" ({len(res.skipped)} too small or unclear: {res.skipped[0]['reason']})" if res.skipped else ""
         raise ApiError(422, "no_face", "no face to check in the image" + why)
-    matches = [{"face": f.index, "model": kind, "side": side, "identity_id": m["identity_id"],
-                "similarity": m["similarity"]}
-               for f in res.faces for kind, r in f.recovered.items()
-               for side in ("source", "target") for m in getattr(r, f"{side}_matches")
-               if m.get("match") and m.get("identity_id")]
+    # the verification record names only the people the fused answer named from the registry
+    # (its calibrated rule), never a per-model detail above the clean-photo threshold
+    matches = [{"face": f.index, "model": "fused", "side": side, "identity_id": a["candidate"]["identity_id"],
+                "similarity": a["similarity"]}
+               for f in res.faces for side in ("source", "target") for a in [f.answer.get(side) or {}]
+               if a.get("identity") and (a.get("candidate") or {}).get("identity_id")]
     vid = await repo.record_verification(p.account_id, res.input_sha256, res.verdict, matches)
     ev = vs.evidence
     ev[vid] = png

@@ -196,7 +196,7 @@
           for (const [m, r] of Object.entries(f.recovery || {})) {
             for (const side of ['source', 'target']) {
               const best = ((r[side] || {}).matches || [])[0];
-              if (best) parts.push(`${m} ${side} → ${String(best.identity || best.label || best.identity_id).slice(0, 24)} (${Number(best.similarity).toFixed(2)}${best.match ? ', match' : ''})`);
+              if (best) parts.push(`${m} ${side} → ${String(best.identity || best.label || best.identity_id).slice(0, 24)} (${Number(best.similarity).toFixed(2)}${best.above_lfw_threshold ? ', above LFW threshold' : ''})`);
             }
           }
           p.append(el('div', { class: 'muted face-line', text: parts.join(' · ') }));

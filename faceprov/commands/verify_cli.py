@@ -108,7 +108,7 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
                 for side in ("source", "target"):
                     ms = getattr(r, f"{side}_matches")
                     best = (f"{ms[0].get('identity') or ms[0].get('identity_id')} {ms[0]['similarity']:.2f}"
-                            f"{' (match)' if ms[0]['match'] else ' (below threshold)'}") if ms else "no gallery"
+                            f"{' (above the LFW threshold; not an identification)' if ms[0]['above_lfw_threshold'] else ' (below the LFW threshold)'}") if ms else "no gallery"
                     _say(f"    details: {kind} {side}: {best}")
         if prov is not None:
             for r in prov["records"][:3]:

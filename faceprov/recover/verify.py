@@ -494,7 +494,9 @@ def _decide(c: FaceCheck, side: str, fusion, judge: str) -> None:
 
 def _gallery_matches(gallery: Gallery, vec: np.ndarray, k: int, threshold: float | None) -> list[dict]:
     return [{"identity": ident, "similarity": round(s, 4), "threshold": threshold,
-             "match": bool(threshold is not None and s >= threshold), "source": "gallery"}
+             # above the clean-LFW-pairs threshold: NOT an identification (recovered faces are
+             # soft; the fused answer's calibrated rule decides who someone is)
+             "above_lfw_threshold": bool(threshold is not None and s >= threshold), "source": "gallery"}
             for ident, s in gallery.search(vec, k)]
 
 
@@ -532,7 +534,7 @@ async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: floa
                 hits = await repo.search(key, vec, k=k, threshold=threshold)
                 n += 1
                 found = [{"identity_id": h.identity_id, "similarity": round(float(h.score), 4), "threshold": thr,
-                          "match": bool(thr is not None and h.score >= thr), "source": "registry",
+                          "above_lfw_threshold": bool(thr is not None and h.score >= thr), "source": "registry",
                           **({"label": labels[h.identity_id]} if labels and h.identity_id in labels else {})}
                          for h in hits]
                 lst = getattr(r, f"{side}_matches")
@@ -595,7 +597,7 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
                 if best:
                     name = best.get("identity") or best.get("label") or str(best.get("identity_id", ""))[:8]
                     row.append((thumb, f"{side}: {name[:15]} {best['similarity']:.2f}",
-                                (20, 120, 50) if best.get("match") else (150, 150, 150)))
+                                (20, 120, 50) if best.get("above_lfw_threshold") else (150, 150, 150)))
         rows.append(row)
     if not rows:
         rows = [[(None, f"verdict: {result.verdict}")]]
