@@ -11,19 +11,20 @@ Mask: every face box (x0, y0, x1, y1), scaled about its centre by `SCALE_X` x `S
 down by `SHIFT_Y` of its height. Detector boxes run from the brows to the chin; a swap changes a
 bit more (the landmark swap: the convex hull of the 68 points incl. the jaw line; the affine swap:
 an ellipse of 1.25 eye distances about a point below the nose; the ISM's mask region is of that
-size too), and the box found on the swap differs by a few pixels from the one found on the
-original. The enlarged box covers the changed pixels (measured coverage in docs/benchmarks.md,
-provenance-context) so that the context really is untouched by the swap.
+size too). x1.3 is the smallest scale of the sweep in ops/bench/provenance_context under which
+every changed pixel of 200 LFW swaps lies in the masked region (x1.1: 94 %, x1.2: 98 %), so the
+context really is untouched by the swap; a larger mask only leaves less context (x1.5 traces
+fewer swaps at stage 1 and gains nothing at stage 2).
 
 Fill: the masked region gets one constant colour, the per-channel mean of the *unmasked* pixels
-(the context itself). Chosen by measurement (ops/bench/provenance_context sweeps gray / mean /
-inpaint): a swap leaves the unmasked pixels as they were, so their mean survives it exactly and
-a small box shift moves it very little; whatever the face looked like leaks into nothing. A fixed
-grey would put the same high-contrast blob at the centre of every portrait, the one structure all
-tight portraits then share (dark backgrounds turn it bright, bright ones dark), which pulls
-unrelated photos' hashes together; the context's own mean makes the blob nearly flat against its
-surroundings so the hash is decided by the context. Inpainting from the border (cv2.inpaint)
-depends on the exact border pixels, which move with the box, and was no better (see the bench).
+(the context itself). A swap leaves those pixels as they were, so their mean survives it exactly
+and a small box shift moves it very little, and nothing of the face leaks into the hash. Against
+a fixed grey, measured on the same swaps (stage 1, x1.2 / x1.5): mean traces more swaps (0.925 /
+0.835 vs 0.915 / 0.770) because a grey blob contrasts with dark or bright backgrounds, so every
+pixel the box moves flips more of the hash; the clean-photo margins are mixed (grey's nearest
+clean photo was farther at x1.2, about the same at x1.5 and at stage 2). Inpainting from the
+border (cv2.inpaint) depends on the exact border pixels, which move with the box: it traced
+0.650 at x1.2. Numbers: docs/benchmarks.md, provenance-context.
 """
 from __future__ import annotations
 
