@@ -190,6 +190,7 @@
             const a = f[side];
             if (!a) continue;
             const who = a.identity ? `${String(a.identity).slice(0, 24)} (similarity ${Number(a.similarity).toFixed(2)})`
+              : /^not checked/.test(a.decision || '') ? String(a.decision)
               : `no confident match${a.decision ? ` — ${String(a.decision).replace(/^abstain: /, '').slice(0, 80)}` : ''}`;
             p.append(el('div', { class: 'answer', 'data-side': side, text: `${side} (${label}): ${who}` }));
           }
