@@ -453,7 +453,7 @@ class Verifier:
         vecs = {"source": {fuse.SWAPPED: c.swapped_embedding}, "target": {fuse.SWAPPED: c.swapped_embedding}}
         for kind, r in c.recovered.items():
             vecs["source"][kind], vecs["target"][kind] = r.source_embedding, r.target_embedding
-        rule = self.fusion if (self.fusion is not None and self.fusion.judge == rec.name) else None
+        rule = _rule_for(self.fusion, rec.name)
         for side in fuse.SIDES:
             sr = rule.sides.get(side) if rule else None
             inputs = sr.inputs if sr else []
@@ -472,11 +472,16 @@ class Verifier:
             c.fused[side] = {"vector": v, "candidates": cands, "evidence": evidence}
             _decide(c, side, self.fusion, rec.name)
 
+def _rule_for(fusion, judge: str):
+    """The fusion rule when it was calibrated for this judge recognizer, else None."""
+    return fusion if (fusion is not None and fusion.judge == judge) else None
+
+
 def _decide(c: FaceCheck, side: str, fusion, judge: str) -> None:
     """Apply the fusion rule to a side's candidates (gallery and registry together)."""
     from . import fuse
 
-    rule = fusion if (fusion is not None and fusion.judge == judge) else None
+    rule = _rule_for(fusion, judge)
     why = None
     if fusion is None:
         why = "no fusion rule (faceprov/weights/fusion.json; written by ops/bench/fusion --write)"
