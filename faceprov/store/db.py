@@ -241,9 +241,22 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
 
     url = url or default_url()
     p = sqlite_path(url)
-    if p is not None:
-        prepare_sqlite_file(p)
-    command.upgrade(alembic_config(url), revision)
+    if p is None:
+        command.upgrade(alembic_config(url), revision)
+        return
+    prepare_sqlite_file(p)
+    # Two processes upgrading one SQLite file at once (`faceprov serve` starting while
+    # `faceprov keys create` runs) fail with "database is locked": a migration's deferred
+    # transaction cannot take the write lock once the other has written, and SQLite does not wait
+    # then. An exclusive lock on a side file serialises them; the second finds the schema current.
+    import fcntl
+
+    with open(p.with_name(p.name + ".migrate.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            command.upgrade(alembic_config(url), revision)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def downgrade(url: str | None = None, revision: str = "-1") -> None:
