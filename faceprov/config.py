@@ -61,6 +61,10 @@ class Settings:
     c2pa_key: Path | None = None
     # Extra trust anchors (PEM) used when reading manifests; None = the SDK's defaults.
     c2pa_trust_anchors: Path | None = None
+    # Audit-chain anchor (faceprov.provenance.audit): a secret kept OUTSIDE the database; every
+    # audit row gets an HMAC under it. From FACEPROV_AUDIT_KEY (>= 16 characters) or the contents
+    # of FACEPROV_AUDIT_KEY_FILE. None: rows are hash-chained only.
+    audit_key: bytes | None = field(default=None, repr=False)
     # HTTP server (server/, `faceprov serve`).
     server_host: str = "127.0.0.1"
     server_port: int = 8765
@@ -129,6 +133,16 @@ def settings() -> Settings:
         kw["c2pa_key"] = Path(v).expanduser()
     if (v := _env("C2PA_TRUST_ANCHORS")):
         kw["c2pa_trust_anchors"] = Path(v).expanduser()
+    if (v := _env("AUDIT_KEY_FILE")):
+        try:
+            kw["audit_key"] = Path(v).expanduser().read_bytes().strip()
+        except OSError as e:
+            raise ValueError(f"FACEPROV_AUDIT_KEY_FILE {v}: cannot read it ({e.strerror})") from None
+    if (v := _env("AUDIT_KEY")):
+        kw["audit_key"] = v.encode()
+    if "audit_key" in kw and len(kw["audit_key"]) < 16:
+        raise ValueError("the audit key (FACEPROV_AUDIT_KEY / FACEPROV_AUDIT_KEY_FILE) must be at least 16 "
+                         "characters; make one with: python -c 'import secrets; print(secrets.token_hex(32))'")
     for name, conv in (("HOST", str), ("PORT", int), ("MAX_BODY", int), ("QUEUE_SIZE", int),
                        ("BATCH_SIZE", int), ("MAX_WAIT_MS", float), ("REQUEST_TIMEOUT", float),
                        ("RATE_LIMIT", float), ("RATE_BURST", int)):

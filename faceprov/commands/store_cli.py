@@ -179,18 +179,28 @@ def audit_history(owner: Optional[str] = typer.Option(None, "--owner", help="acc
 
 @audit_app.command("verify-chain")
 def audit_verify_chain(expect_head: Optional[str] = typer.Option(
-                           None, "--expect-head", help="head hash kept elsewhere (detects a "
-                                                       "rewritten tail)"),
+                           None, "--expect-head", help="SEQ:HASH (or HASH) of any row, kept outside "
+                                                       "the database (detects a rewritten tail)"),
                        as_json: bool = typer.Option(False, "--json"),
                        db: Optional[str] = DbOpt) -> None:
-    """Recompute the audit hash chain; exit 1 and name the first bad row if broken."""
+    """Recompute the audit hash chain (and, with FACEPROV_AUDIT_KEY, every row's HMAC); check that
+    cloak records, accounts, API keys and verifications match their audit rows. Exit 1 and name
+    the first bad row if anything does not."""
+    from faceprov.config import settings
+    from faceprov.provenance import audit as chain
+
+    key = settings().audit_key
 
     async def go():
         async with _repo(db) as repo:
             return await repo.verify_chain(expect_head=expect_head)
 
     res = _run(go())
-    doc = {**res.report.as_dict(), "ok": res.ok, "record_problems": res.record_problems}
+    doc = {**res.report.as_dict(), "ok": res.ok, "record_problems": res.record_problems,
+           "signed_with": chain.key_id(key) if key else None}
+    if not key and not as_json:
+        _say("note: no audit key configured (FACEPROV_AUDIT_KEY): only the hash chain was checked, "
+             "which someone with write access to the database can recompute")
     if as_json:
         _emit(doc)
     elif res.ok:
@@ -204,6 +214,21 @@ def audit_verify_chain(expect_head: Optional[str] = typer.Option(
         raise typer.Exit(1)
 
 
+@audit_app.command("anchor")
+def audit_anchor(as_json: bool = typer.Option(False, "--json"), db: Optional[str] = DbOpt) -> None:
+    """Sign audit rows written before an audit key was configured (once, after the chain verified)."""
+
+    async def go():
+        async with _repo(db) as repo:
+            return await repo.anchor()
+
+    doc = _run(go())
+    if as_json:
+        _emit(doc)
+    else:
+        print(f"signed {doc['signed']} of {doc['rows']} audit rows with key {doc['key_id']}")
+
+
 @audit_app.command("export")
 def audit_export(fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv"),
                  output: Optional[Path] = typer.Option(None, "-o", "--output",
@@ -213,7 +238,7 @@ def audit_export(fmt: str = typer.Option("jsonl", "--format", help="jsonl or csv
     if fmt not in ("jsonl", "csv"):
         _fail("--format must be jsonl or csv")
     fields = ["seq", "created_at", "actor", "action", "object_type", "object_id", "payload",
-              "prev_hash", "row_hash"]
+              "prev_hash", "row_hash", "row_mac"]
 
     async def go(fh):
         n = 0

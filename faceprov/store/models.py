@@ -247,6 +247,9 @@ class AuditLog(Base):
     payload: Mapped[str] = mapped_column(Text)  # canonical JSON text, hashed as stored
     prev_hash: Mapped[str] = mapped_column(String(64))
     row_hash: Mapped[str] = mapped_column(String(64))
+    # "<key id>:<HMAC-SHA256(audit key, seq:row_hash)>" when an audit key is configured (0003);
+    # the database refuses UPDATE and DELETE of audit rows except setting a missing MAC once.
+    row_mac: Mapped[str | None] = mapped_column(String(80), nullable=True)
 
 
 GENESIS_HASH = "0" * 64

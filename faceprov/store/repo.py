@@ -188,8 +188,18 @@ class ChainCheck:
 
 
 class Repo:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, audit_key: bytes | None = None):
         self.db = db
+        self._audit_key = audit_key
+
+    @property
+    def audit_key(self) -> bytes | None:
+        """The key audit rows are signed with (given, else FACEPROV_AUDIT_KEY[_FILE]); None: unsigned."""
+        if self._audit_key is not None:
+            return self._audit_key
+        from faceprov.config import settings
+
+        return settings().audit_key
 
     # ------------------------------------------------------------------ transactions
     @asynccontextmanager
@@ -215,9 +225,11 @@ class Repo:
         body = chain.canonical_json(payload)
         h = chain.row_hash(seq, created, actor, action, object_type, str(object_id), body,
                            head.hash)
+        key = self.audit_key
         s.add(AuditLog(seq=seq, created_at=created, actor=actor, action=action,
                        object_type=object_type, object_id=str(object_id), payload=body,
-                       prev_hash=head.hash, row_hash=h))
+                       prev_hash=head.hash, row_hash=h,
+                       row_mac=chain.row_mac(key, seq, h) if key else None))
         head.seq, head.hash = seq, h
         await s.flush()
         return seq
@@ -235,7 +247,8 @@ class Repo:
             h = chain.row_hash(seq, created, actor, action, object_type, str(object_id), body, prev)
             rows.append({"seq": seq, "created_at": created, "actor": actor, "action": action,
                          "object_type": object_type, "object_id": str(object_id),
-                         "payload": body, "prev_hash": prev, "row_hash": h})
+                         "payload": body, "prev_hash": prev, "row_hash": h,
+                         "row_mac": chain.row_mac(self.audit_key, seq, h) if self.audit_key else None})
             prev = h
             seqs.append(seq)
         if rows:
@@ -292,8 +305,11 @@ class Repo:
             s.add(ApiKey(account_id=acc.id, prefix=prefix, label=label,
                          key_hash=hashlib.sha256(key.encode()).hexdigest(),
                          expires_at=check_time(expires_at, "expires_at")))
+            # key_hash (already stored beside the key: nothing secret) lets verify-chain catch a
+            # key row whose hash was swapped for another key's
             await self._audit(s, actor, "apikey.create", "account", acc.id,
-                              {"prefix": prefix, "label": label, "expires_at": _iso(expires_at)})
+                              {"prefix": prefix, "label": label, "expires_at": _iso(expires_at),
+                               "key_hash": hashlib.sha256(key.encode()).hexdigest()})
         return key
 
     async def authenticate(self, key: str) -> dict:
@@ -1003,7 +1019,10 @@ class Repo:
             conn = await s.connection()
             head = (await conn.execute(select(AuditHead.seq, AuditHead.hash)
                                        .where(AuditHead.id == 1))).one()
-            v = chain.ChainVerifier()
+            try:
+                v = chain.ChainVerifier(self.audit_key, expect_head)
+            except ValueError as e:
+                raise InvalidInput(str(e)) from None
             # Rows past the head belong to transactions committed after this read began.
             res = await conn.stream(select(AuditLog.__table__).where(AuditLog.seq <= head.seq)
                                     .order_by(AuditLog.seq).execution_options(yield_per=5000))
@@ -1011,7 +1030,7 @@ class Repo:
                 if not v.feed(row):
                     break
             await res.close()
-            report = v.finish(head.seq, head.hash, expect_head)
+            report = v.finish(head.seq, head.hash)
             if check_records:
                 c, a = CloakRecord.__table__.c, AuditLog.__table__.c
                 res = await conn.stream(
@@ -1050,13 +1069,120 @@ class Repo:
                         AuditLog.__table__, (a.seq == c.seq) & (a.object_id == c.id)))
                     .where(a.seq.is_(None), c.seq <= head.seq).limit(100))).scalars().all()
                 problems += [f"cloak record {x} has no audit row" for x in orphans]
+                problems += await _audited_state_problems(conn, head.seq)
         return ChainCheck(report.ok and not problems, report, problems)
+
+    async def anchor(self) -> dict:
+        """Sign every audit row that has no MAC yet (rows written before an audit key was
+        configured), after the chain verified. Refuses when no key is configured or the chain
+        is broken. Returns {"signed": n, "key_id": ...}."""
+        key = self.audit_key
+        if not key:
+            raise InvalidInput("no audit key configured: set FACEPROV_AUDIT_KEY or FACEPROV_AUDIT_KEY_FILE")
+        async with self.read() as s:
+            conn = await s.connection()
+            head = (await conn.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1))).one()
+            rows = (await conn.execute(select(AuditLog.__table__).where(AuditLog.seq <= head.seq)
+                                       .order_by(AuditLog.seq))).mappings().all()
+        rep = chain.verify_rows(rows, head.seq, head.hash)
+        if not rep.ok:
+            raise InvalidInput(f"the audit chain is broken at row {rep.first_bad_seq} ({rep.reason}); "
+                               "nothing was signed")
+        bad = [r["seq"] for r in rows if r["row_mac"] and not chain.mac_ok(key, r["seq"], r["row_hash"], r["row_mac"])]
+        if bad:
+            raise InvalidInput(f"row {bad[0]} is signed with another key or its MAC is wrong; nothing was signed")
+        todo = [(r["seq"], r["row_hash"]) for r in rows if not r["row_mac"]]
+        async with self.write() as s:
+            for seq, h in todo:
+                await s.execute(update(AuditLog).where(AuditLog.seq == seq, AuditLog.row_mac.is_(None))
+                                .values(row_mac=chain.row_mac(key, seq, h)))
+        return {"signed": len(todo), "rows": len(rows), "key_id": chain.key_id(key)}
+
+
+async def _audited_state_problems(conn, head_seq: int) -> list[str]:
+    """Accounts, API keys and verifications compared with the audit rows that made them: a row
+    added, removed or edited outside faceprov (the audit chain itself is checked separately,
+    and signed when a key is configured, so the audit rows are the reference)."""
+    a = AuditLog.__table__.c
+    acc_rows, key_rows, revoked = {}, {}, set()
+    res = await conn.stream(select(a.seq, a.action, a.object_id, a.payload)
+                            .where(a.action.in_(("account.create", "apikey.create", "apikey.revoke")),
+                                   a.seq <= head_seq).order_by(a.seq))
+    async for r in res:
+        p = json.loads(r.payload)
+        if r.action == "account.create":
+            acc_rows[r.object_id] = (r.seq, p)
+        elif r.action == "apikey.create":
+            key_rows[p.get("prefix")] = (r.seq, r.object_id, p)
+        else:
+            revoked.add(p.get("prefix"))
+    await res.close()
+    problems: list[str] = []
+    seen = set()
+    for acc in (await conn.execute(select(Account.__table__))).mappings():
+        seen.add(acc["id"])
+        if acc["id"] not in acc_rows:
+            problems.append(f"account {acc['name']!r} ({acc['id']}) has no audit row (added outside faceprov)")
+            continue
+        seq, p = acc_rows[acc["id"]]
+        for k, now in (("name", acc["name"]), ("role", acc["role"])):
+            if p.get(k) != now:
+                problems.append(f"account {acc['id']} (audit row {seq}): {k} differs from the audited value")
+        if acc["disabled"]:  # no faceprov command disables an account: it was edited directly
+            problems.append(f"account {acc['id']} (audit row {seq}): disabled differs from the audited value")
+    problems += [f"account {x} (audit row {acc_rows[x][0]}) was removed" for x in acc_rows if x not in seen]
+    seen = set()
+    for k in (await conn.execute(select(ApiKey.__table__))).mappings():
+        seen.add(k["prefix"])
+        if k["prefix"] not in key_rows:
+            problems.append(f"API key {k['prefix']} has no audit row (added outside faceprov)")
+            continue
+        seq, owner, p = key_rows[k["prefix"]]
+        now = {"account": k["account_id"], "label": k["label"], "expires_at": _iso(k["expires_at"]),
+               "key_hash": k["key_hash"]}
+        was = {"account": owner, "label": p.get("label"), "expires_at": p.get("expires_at"),
+               "key_hash": p.get("key_hash", k["key_hash"])}  # rows before key_hash was audited
+        for field_name in now:
+            if now[field_name] != was[field_name]:
+                problems.append(f"API key {k['prefix']} (audit row {seq}): {field_name} differs from the audited value")
+        if (k["revoked_at"] is not None) != (k["prefix"] in revoked):
+            problems.append(f"API key {k['prefix']} (audit row {seq}): revocation differs from the audit log")
+    problems += [f"API key {x} (audit row {key_rows[x][0]}) was removed" for x in key_rows if x not in seen]
+    vt = Verification.__table__.c
+    res = await conn.stream(
+        select(a.seq, a.actor, a.object_id, a.payload, vt.id, vt.requester_id, vt.input_sha256, vt.verdict,
+               vt.matches)
+        .select_from(AuditLog.__table__.outerjoin(Verification.__table__, vt.id == a.object_id))
+        .where(a.action == "verification.record", a.seq <= head_seq).order_by(a.seq)
+        .execution_options(yield_per=5000))
+    async for r in res:
+        if r.id is None:
+            problems.append(f"verification {r.object_id} (audit row {r.seq}) was removed")
+            continue
+        p = json.loads(r.payload)
+        now = {"requester": r.requester_id, "input_sha256": r.input_sha256, "verdict": r.verdict,
+               "matches": chain.canonical_json(r.matches or [])}
+        was = {"requester": r.actor, "input_sha256": p.get("input_sha256"), "verdict": p.get("verdict"),
+               "matches": chain.canonical_json(p.get("matches") or [])}
+        for field_name in now:
+            if now[field_name] != was[field_name]:
+                problems.append(f"verification {r.id} (audit row {r.seq}): {field_name} differs from the audited value")
+                break
+        if len(problems) > 1000:
+            break
+    await res.close()
+    orphans = (await conn.execute(
+        select(vt.id).select_from(Verification.__table__.outerjoin(
+            AuditLog.__table__, (a.object_id == vt.id) & (a.action == "verification.record")))
+        .where(a.seq.is_(None)).limit(100))).scalars().all()
+    problems += [f"verification {x} has no audit row (added outside faceprov)" for x in orphans]
+    return problems
 
 
 def _audit_dict(r: AuditLog) -> dict:
     return {"seq": r.seq, "created_at": r.created_at, "actor": r.actor, "action": r.action,
             "object_type": r.object_type, "object_id": r.object_id, "payload": r.payload,
-            "prev_hash": r.prev_hash, "row_hash": r.row_hash}
+            "prev_hash": r.prev_hash, "row_hash": r.row_hash, "row_mac": r.row_mac}
 
 
 async def open_repo(url: str | None = None, upgrade: bool = False, **kw) -> Repo:

@@ -56,10 +56,21 @@ async def _sql(url, *stmts):
     eng = create_engine(url)
     try:
         async with eng.begin() as c:
-            for s in stmts:
-                await c.execute(text(s))
+            for s in stmts:  # a statement, or (statement, bind parameters)
+                sql, params = (s, None) if isinstance(s, str) else s
+                await c.execute(text(sql), params)
     finally:
         await eng.dispose()
+
+
+DROP_GUARDS = {  # what an attacker with owner rights on the database does first
+    "sqlite": ["DROP TRIGGER IF EXISTS audit_log_no_update", "DROP TRIGGER IF EXISTS audit_log_no_delete"],
+    "postgresql": ["DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log"],
+}
+
+
+async def _sql_as_owner(url, *stmts):
+    await _sql(url, *DROP_GUARDS["postgresql" if url.startswith("postgresql") else "sqlite"], *stmts)
 
 
 def test_db_commands(db_url):
@@ -145,7 +156,7 @@ def test_history_export_forget(url):
 def test_verify_chain_detects_tampering(url, tamper, bad_seq, needle):
     arun(_populate(url, 3))
     assert cli("audit", "verify-chain", "--db", url).exit_code == 0
-    arun(_sql(url, *tamper.split("; ")))
+    arun(_sql_as_owner(url, *tamper.split("; ")))
     r = cli("audit", "verify-chain", "--db", url)
     assert r.exit_code == 1, r.stdout
     assert needle in r.stdout
@@ -160,7 +171,7 @@ def test_rewritten_tail_needs_an_external_head(url):
     head = json.loads(cli("audit", "verify-chain", "--json", "--db", url).stdout)["head_hash"]
     # an attacker with write access drops the last row AND rewinds the head row
     rows = json.loads(cli("audit", "export", "--db", url).stdout.splitlines()[-2])
-    arun(_sql(url, f"DELETE FROM audit_log WHERE seq = {rows['seq'] + 1}",
+    arun(_sql_as_owner(url, f"DELETE FROM audit_log WHERE seq = {rows['seq'] + 1}",
               f"DELETE FROM cloak_faces WHERE cloak_id IN (SELECT id FROM cloak_records "
               f"WHERE seq = {rows['seq'] + 1})",
               f"DELETE FROM cloak_records WHERE seq = {rows['seq'] + 1}",

@@ -42,24 +42,30 @@ def test_upgrade_keeps_old_records(tmp_path):
                "input_sha256": sha("in"), "output_sha256": sha("out"), "pdq": whole,
                "c2pa_label": None, "identities": [], "face_pdq": [], "retain_original": False}
     body = chain.canonical_json(payload)
-    h1 = chain.row_hash(1, created, "acc-1", "cloak.record", "cloak",
-                        "00000000-0000-4000-8000-000000000001", body, chain.GENESIS_HASH)
+    acc_body = chain.canonical_json({"name": "olduser", "role": "user"})
+    h1 = chain.row_hash(1, created, "system", "account.create", "account", "acc-1", acc_body,
+                        chain.GENESIS_HASH)
+    h2 = chain.row_hash(2, created, "acc-1", "cloak.record", "cloak",
+                        "00000000-0000-4000-8000-000000000001", body, h1)
     with sqlite3.connect(path) as c:
         c.execute("INSERT INTO accounts (id, name, role, created_at, disabled) "
                   "VALUES ('acc-1', 'olduser', 'user', '2026-11-24 10:00:00', 0)")
         c.execute("INSERT INTO audit_log (seq, created_at, actor, action, object_type, object_id, "
-                  "payload, prev_hash, row_hash) VALUES (1, ?, 'acc-1', 'cloak.record', 'cloak', "
+                  "payload, prev_hash, row_hash) VALUES (1, ?, 'system', 'account.create', 'account', "
+                  "'acc-1', ?, ?, ?)", (created, acc_body, chain.GENESIS_HASH, h1))
+        c.execute("INSERT INTO audit_log (seq, created_at, actor, action, object_type, object_id, "
+                  "payload, prev_hash, row_hash) VALUES (2, ?, 'acc-1', 'cloak.record', 'cloak', "
                   "'00000000-0000-4000-8000-000000000001', ?, ?, ?)",
-                  (created, body, chain.GENESIS_HASH, h1))
-        c.execute("UPDATE audit_head SET seq = 1, hash = ? WHERE id = 1", (h1,))
+                  (created, body, h1, h2))
+        c.execute("UPDATE audit_head SET seq = 2, hash = ? WHERE id = 1", (h2,))
         c.execute("INSERT INTO cloak_records (id, seq, owner_id, created_at, model_name, "
                   "model_version, strength, refine, input_sha256, output_sha256, pdq, pdq_quality, "
-                  "retain_original) VALUES ('00000000-0000-4000-8000-000000000001', 1, 'acc-1', "
+                  "retain_original) VALUES ('00000000-0000-4000-8000-000000000001', 2, 'acc-1', "
                   "'2026-11-24 10:00:00', 'cloak', '1', 'mid', 0, ?, ?, ?, 90, 0)",
                   (sha("in"), sha("out"), whole))
 
     db.upgrade(url)
-    assert db.current(url) == db.head_revision() == "0002_context_pdq"
+    assert db.current(url) == db.head_revision()
     assert {"context_pdq", "context_pdq_quality"} <= columns(path)
 
     new = np.asarray(photo(4))
