@@ -455,9 +455,10 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     import asyncio
     import getpass
 
-    from .cloak.protect import NoFaceError, Protector, face_embeddings
-    from .cloak.report import overview_png, protection_report, render_html
-    from .cloak.sides import white_box_for
+    from .cloak.job import JobOptions, ProtectJob
+    from .cloak.protect import NoFaceError, Protector
+    from .cloak.report import overview_png, render_html
+    from .provenance.c2pa import C2PAError
     from .faces.io import ImageError
 
     output = Path(output_arg)
@@ -492,18 +493,30 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     loop = asyncio.new_event_loop()
     repo = None
     if not no_record:
-        from .store.pipeline import record_protection
         from .store.repo import open_repo
 
         repo = loop.run_until_complete(open_repo(db, upgrade=True))
         owner = owner or getpass.getuser() or "local"
         loop.run_until_complete(repo.get_or_create_account(owner, "user"))
+    job = ProtectJob(prot, repo, not_measured=NOT_MEASURED)
+    options = JobOptions(strength=strength, refine=refine, keep_gps=keep_gps, report=report is not None)
     results, failed = [], 0
     not_cloaked: list[dict] = []
     try:
         with progress_bar() as cb:
             for k, f in enumerate(files):
                 dest = dests[k]
+
+                def write(data: bytes, dest: Path = dest) -> None:
+                    try:
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        tmp = dest.with_name(dest.name + ".part")
+                        tmp.write_bytes(data)
+                        tmp.replace(dest)
+                    except OSError as e:
+                        raise _OutputError(f"the cloaked photo could not be written to {dest} "
+                                           f"({e.strerror or e})") from None
+
                 try:
                     try:
                         data = f.read_bytes()
@@ -511,25 +524,13 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
                         raise ImageError(f"{f}: no such file", "not_found") from None
                     except OSError as e:
                         raise ImageError(f"{f}: cannot be read ({e.strerror or e})", "unreadable") from None
-                    res = prot.protect(data, strength=strength, refine=refine, keep_gps=keep_gps,
-                                       keep_crops=report is not None)
-                    try:
-                        dest.parent.mkdir(parents=True, exist_ok=True)
-                        tmp = dest.with_name(dest.name + ".part")
-                        tmp.write_bytes(res.data)
-                        tmp.replace(dest)
-                    except OSError as e:
-                        raise _OutputError(f"the cloaked photo could not be written to {dest} "
-                                           f"({e.strerror or e})") from None
-                    doc = {"input": str(f), "output": str(dest), **res.summary()}
-                    if repo is not None:
-                        rec_ = loop.run_until_complete(record_protection(
-                            repo, res, owner=owner, model_name="faceprov-cloak", embeddings=face_embeddings(res)))
-                        doc["record_id"] = rec_.id
-                    rep = None
-                    if report is not None:
-                        rep = protection_report(res, prot.detector, white_box=white_box_for(
-                            prot.model, res.refine, prot.refine_recognizers))
+                    # protect -> report -> sign -> write the file -> record (faceprov.cloak.job)
+                    out = loop.run_until_complete(job.run(data, owner=owner, options=options, before_record=write))
+                    res, rep = out.result, out.report
+                    doc = {"input": str(f), "output": str(dest), **out.summary()}
+                    if repo is None:
+                        doc.pop("record_id", None)
+                    if rep is not None:
                         doc["report"] = rep
                         rpath = (report / f"{f.stem}.html") if many else report
                         rpath.write_text(render_html(rep, res, title=f"faceprov: {f.name}"))
@@ -537,8 +538,6 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
                         opath = rpath.with_suffix(".overview.png")
                         opath.write_bytes(overview_png(rep, res))
                         doc["report_overview"] = str(opath)
-                    # without a report nothing was measured, and the line must not suggest otherwise
-                    doc["protection"] = rep["headline"] if rep else NOT_MEASURED
                     results.append(doc)
                     if not as_json:
                         msg = f"{f} -> {dest}: {len(res.faces)} face(s) {doc['protection']}"
@@ -547,6 +546,9 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
                         err.print(msg, markup=False, highlight=False, soft_wrap=True)
                         if rep and rep["what_now"]:
                             err.print(f"  what now: {rep['what_now']}", markup=False, highlight=False, soft_wrap=True)
+                except C2PAError as e:  # configuration, not this photo: stop here
+                    err.print(f"[red]C2PA signing failed: {e}")
+                    raise typer.Exit(2) from None
                 except (ImageError, NoFaceError, _OutputError) as e:
                     failed += 1
                     error = {"code": getattr(e, "code", "bad_image"), "message": str(e)}

@@ -133,6 +133,14 @@ def settings() -> Settings:
         kw["c2pa_key"] = Path(v).expanduser()
     if (v := _env("C2PA_TRUST_ANCHORS")):
         kw["c2pa_trust_anchors"] = Path(v).expanduser()
+    # `faceprov keys c2pa-init` writes a local CA + signer under FACEPROV_HOME/c2pa/: used when
+    # no credentials are configured explicitly, so signing is on by default once it has run
+    local = Path(kw.get("home") or _default_home()) / "c2pa"
+    if "c2pa_cert" not in kw and "c2pa_key" not in kw and (local / "signer.key").is_file() \
+            and (local / "signer-chain.pem").is_file():
+        kw["c2pa_cert"], kw["c2pa_key"] = local / "signer-chain.pem", local / "signer.key"
+        if "c2pa_trust_anchors" not in kw and (local / "ca.pem").is_file():
+            kw["c2pa_trust_anchors"] = local / "ca.pem"
     if (v := _env("AUDIT_KEY_FILE")):
         try:
             kw["audit_key"] = Path(v).expanduser().read_bytes().strip()

@@ -46,7 +46,9 @@ class ServerConfig:
     max_pixels: int = 50_000_000
     max_refine: int = 50
     cpu_threads: int | None = None
-    enrol_recognizers: tuple[str, ...] = ("sface", "dlib")  # the first is verify's judge (fusion.json)
+    # the registry's recognizers, the same as the CLI's (faceprov.cloak.protect.REGISTRY_RECOGNIZERS);
+    # the first is verify's judge (fusion.json)
+    enrol_recognizers: tuple[str, ...] = ("sface", "dlib", "faceres")
     report_recognizers: tuple[str, ...] | None = None  # None: the report's defaults
     protector: Any = None  # a ready Protector (tests, benchmarks); skips loading
     # face-swap verification (optional capability: the server is ready without it)

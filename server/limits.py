@@ -17,7 +17,7 @@ from .errors import ApiError
 
 # ----------------------------------------------------------------------------- image type
 
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif"}
+from faceprov.faces.io import MEDIA_TYPES  # noqa: F401  (re-exported for routes)
 
 
 def sniff(data: bytes) -> str | None:

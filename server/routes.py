@@ -236,58 +236,20 @@ def cloak_options(request: web.Request, fields: Mapping[str, str]) -> CloakOptio
         retain_original=_bool("retain_original", _opt(request, fields, "retain_original")))
 
 
-def _pdqs(res) -> tuple[tuple[str, int] | None, list]:
-    from faceprov.provenance import pdq
-
-    from faceprov.provenance.context import context_pdq
-
-    try:
-        whole = pdq.compute(res.output_rgb)
-    except ValueError:
-        whole = None
-    faces = pdq.compute_faces(res.output_rgb, [f.box for f in res.faces])
-    return whole, faces, context_pdq(res.output_rgb, [f.box for f in res.faces])
-
-
 NOT_MEASURED = "cloaked; protection not measured (report=true measures it against black-box recognizers)"
 
 
-def _protection(rep: dict | None, max_refine: int) -> dict:
-    """What the summary header and the record say about protection: the report's black-box
-    headline when one was measured, else plainly that nothing was."""
-    if rep is None:
-        return {"protection": NOT_MEASURED, "measured": False, "black_box_protected": None, "black_box_total": None}
-    out = {"protection": rep["headline"], "measured": True, "black_box": rep["black_box"],
-           "black_box_protected": rep["black_box_protected"], "black_box_total": rep["black_box_total"],
-           "still_recognisable_by": rep["still_recognisable_by"], "white_box": rep["white_box"]}
-    opts = dict(rep.get("what_now_options") or {})
-    if "refine" in opts:
-        opts["refine"] = min(opts["refine"], max_refine)
-        if opts["refine"] <= rep["refine"]:
-            del opts["refine"]
-    if rep.get("what_now"):
-        out["what_now"] = ("try " + " and/or ".join(f"{k}={v}" for k, v in opts.items())) if opts else (
-            "already at the strongest settings this server allows; do not count on these faces being hidden "
-            "from the recognizers listed")
-        out["try"] = opts
-    return out
+def _job(request: web.Request, repo):
+    """The one protect job (faceprov.cloak.job) the CLI also runs, with this server's limits."""
+    from faceprov.cloak.job import ProtectJob
 
-
-def _record_summary(res, opts: CloakOptions, protection: dict | None = None) -> dict:
-    """What the cloak record keeps: no landmarks, no pixels, no embeddings."""
-    return finite({"strength": opts.strength, "refine": res.refine, "format": res.format,
-            "width": res.width, "height": res.height,
-            "faces": [{"index": f.index, "box": f.box, "score": round(f.score, 4), "crop_psnr": f.crop_psnr,
-                       "crop_ssim": f.crop_ssim, "max_change": f.max_change} for f in res.faces],
-            "skipped": [{"index": s["index"], "box": s["box"], "reason": s["reason"]} for s in res.skipped],
-            "timings_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()},
-            **({"protection": protection} if protection is not None else {})})
+    cfg = request.app[CONFIG]
+    return ProtectJob(_protector(request), repo, max_refine=cfg.max_refine, enrol_recognizers=cfg.enrol_recognizers,
+                      report_recognizers=cfg.report_recognizers or None, not_measured=NOT_MEASURED)
 
 
 async def cloak(request: web.Request) -> web.Response:
-    from faceprov.cloak.report import DEFAULT_RECOGNIZERS, protection_report
-    from faceprov.cloak.sides import white_box_for
-    from faceprov.store.repo import FaceInput
+    from faceprov.cloak.job import JobOptions
 
     app = request.app
     p: Principal = await app[AUTH].require(request, "cloak")
@@ -295,78 +257,71 @@ async def cloak(request: web.Request) -> web.Response:
     data, fields = await read_image(request, cfg.max_body)
     opts = cloak_options(request, fields)
     check_image(data)
-    prot = _protector(request)
     repo = _repo(request)
+    job = _job(request, repo)
+    jopts = JobOptions(strength=opts.strength, refine=opts.refine, keep_gps=opts.keep_gps, report=opts.report,
+                       retain_original=opts.retain_original)
     alive = _alive(request)
     stage = "admit"
 
     async def pipeline():
+        # the job's stages, the model step batched across requests by the worker
         nonlocal stage
         stage = "prepare"
-        prep = await worker.run_cpu(prot.prepare, data, opts.strength, opts.refine, opts.keep_gps,
-                                    max_pixels=cfg.max_pixels, max_bytes=cfg.max_body, stage="prepare")
+        prep = await worker.run_cpu(job.prepare, data, jopts, max_pixels=cfg.max_pixels, max_bytes=cfg.max_body,
+                                    stage="prepare")
         if not alive():
             raise asyncio.CancelledError()
         stage = "model"
         cloaked = await worker.cloak(prep.crops, prep.strength, opts.refine, alive)
         stage = "finish"
-        res = await worker.run_cpu(prot.finish, prep, cloaked, keep_crops=opts.report, stage="finish")
-        pdqs = await worker.run_cpu(_pdqs, res, stage="pdq")
+        res = await worker.run_cpu(job.finish, prep, cloaked, jopts, stage="finish")
+        hashes = await worker.run_cpu(job.hashes, res, stage="pdq")
+        stage = "embed"
+        emb = await worker.run_model(job.embeddings, res, stage="embed")
         rep = None
         if opts.report:
             stage = "report"
-            names = cfg.report_recognizers or DEFAULT_RECOGNIZERS
-            rep = await worker.run_model(protection_report, res, prot.detector, names, stage="report",
-                                         white_box=white_box_for(prot.model, res.refine, prot.refine_recognizers))
-        return res, pdqs, rep
+            rep = await worker.run_model(job.report, res, stage="report")
+        return res, hashes, emb, rep
 
     try:
         async with worker.admit():
             try:
-                res, (whole, face_pdqs, context), rep = await asyncio.wait_for(pipeline(), cfg.request_timeout)
+                res, hashes, emb, rep = await asyncio.wait_for(pipeline(), cfg.request_timeout)
             except (asyncio.TimeoutError, TimeoutError):
                 m.rejected.inc(reason="timeout")
                 m.dropped.inc(stage=f"timeout_{stage}")
                 raise ApiError(504, "timeout",
                                f"the request took longer than the server's limit of {cfg.request_timeout:g} s") from None
             stage = "record"
-            protection = _protection(rep, cfg.max_refine)
-            faces = [FaceInput(box=f.box, pdq=fp[0] if fp else None, pdq_quality=fp[1] if fp else None)
-                     for f, fp in zip(res.faces, face_pdqs)]
-            budget = float(prot.model.config.budgets[opts.strength])
-            meta = getattr(prot.model, "metadata", {}) or {}
-            # shielded: once the cloak is being written, a client leaving does not cut the transaction
-            rec = await asyncio.shield(repo.record_cloak(
-                owner=p.account_id, actor=p.account_id,
-                model_name=str(meta.get("name") or "faceprov-cloak"), model_version=res.model_version,
-                strength=budget, refine=res.refine, input_sha256=res.input_sha256,
-                output_sha256=res.output_sha256, faces=faces,
-                pdq=whole[0] if whole else None, pdq_quality=whole[1] if whole else None,
-                context_pdq=context[0] if context else None, context_pdq_quality=context[1] if context else None,
-                report=_record_summary(res, opts, protection), retain_original=opts.retain_original,
-                original=data if opts.retain_original else None,
-                original_media_type=MEDIA_TYPES.get(res.format, "application/octet-stream")))
+            # shielded: once the cloak is being signed and written, a client leaving does not cut it
+            out = await asyncio.shield(job.complete(res, owner=p.account_id, actor=p.account_id, options=jopts,
+                                                    report=rep, embeddings=emb, hashes=hashes, original=data))
     except asyncio.CancelledError:
         m.dropped.inc(stage=stage)
         raise
     m.photos.inc()
     m.faces.inc(len(res.faces))
+    protection = out.protection
     summary = {"faces": len(res.faces), "skipped": len(res.skipped), "strength": opts.strength,
                "model": res.model_version,
                "min_crop_psnr": min((f.crop_psnr for f in res.faces), default=None), **protection}
     summary = finite(summary)
-    headers = {"X-Faceprov-Record-Id": rec.id, "X-Faceprov-Faces": str(len(res.faces)),
+    headers = {"X-Faceprov-Record-Id": out.record_id, "X-Faceprov-Faces": str(len(res.faces)),
                "X-Faceprov-Skipped": str(len(res.skipped)),
                "X-Faceprov-Summary": json.dumps(summary, separators=(",", ":"), allow_nan=False),
                # header values must be Latin-1; the headline is ASCII by construction, kept so if a
                # recognizer name ever is not
                "X-Faceprov-Protection": protection["protection"].encode("ascii", "replace").decode()}
+    if out.c2pa_label:
+        headers["X-Faceprov-C2PA"] = out.c2pa_label.encode("ascii", "replace").decode()
     media = MEDIA_TYPES.get(res.format, "application/octet-stream")
     if opts.report:
-        doc = {"record_id": rec.id, "summary": res.summary(), "report": rep,
-               "image": {"media_type": media, "base64": base64.b64encode(res.data).decode()}}
+        doc = {"record_id": out.record_id, "summary": out.summary(), "report": rep,
+               "image": {"media_type": media, "base64": base64.b64encode(out.data).decode()}}
         return _json(doc, headers=headers)
-    return web.Response(body=res.data, headers={**headers, "Content-Type": media})
+    return web.Response(body=out.data, headers={**headers, "Content-Type": media})
 
 
 # ----------------------------------------------------------------------------- verify

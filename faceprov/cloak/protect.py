@@ -273,10 +273,11 @@ class Protector:
         return self.finish(prep, cloaked, keep_crops)
 
 
-# Recognizers whose embeddings of each cloaked person go to the registry: the port of dlib (the
-# most accurate here, fast), faceres (another family) and sface (verify's judge: the fused answer
-# searches the registry with it), so a later verification can search all three.
-REGISTRY_RECOGNIZERS = ("dlib", "faceres", "sface")
+# Recognizers whose embeddings of each cloaked person go to the registry, for the CLI and the
+# server alike (faceprov.cloak.job): sface first (verify's judge: the fused answer searches the
+# registry with it), the port of dlib (the most accurate here, fast) and faceres (another family),
+# so a later verification can search all three.
+REGISTRY_RECOGNIZERS = ("sface", "dlib", "faceres")
 
 
 def face_embeddings(result: ProtectResult, names=REGISTRY_RECOGNIZERS) -> list[dict]:

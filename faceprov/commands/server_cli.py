@@ -100,6 +100,28 @@ def keys_create(role: str = typer.Option(..., "--role", help="user | platform | 
     sys.stdout.flush()
 
 
+@keys_app.command("c2pa-init")
+def keys_c2pa_init(name: str = typer.Option("faceprov local", "--name", help="name in the certificates"),
+                   days: int = typer.Option(825, "--days", min=1, max=3650, help="validity"),
+                   force: bool = typer.Option(False, "--force", help="replace existing credentials")) -> None:
+    """Make a local CA and a P-256 C2PA signing certificate under FACEPROV_HOME/c2pa/; from then on
+    every cloak (CLI and server) is signed with a manifest naming its record."""
+    from faceprov.config import reset_settings, settings
+    from faceprov.provenance.c2pa import make_test_credentials
+
+    out = settings().ensure_home() / "c2pa"
+    if (out / "signer.key").exists() and not force:
+        _fail(f"{out} already holds C2PA credentials (--force replaces them; photos signed with the old "
+              "ones stay valid)")
+    out.mkdir(mode=0o700, exist_ok=True)
+    paths = make_test_credentials(out, name=name, days=days)
+    reset_settings()
+    sys.stderr.write(f"C2PA signing credentials in {out} (key {paths['key'].name}, 0600; CA {paths['ca'].name}).\n"
+                     "Cloaks are now signed. Readers trust the manifest only where ca.pem is a trust anchor "
+                     "(FACEPROV_C2PA_TRUST_ANCHORS); elsewhere it reads as Valid, not Trusted.\n")
+    sys.stdout.write(str(out) + "\n")
+
+
 @keys_app.command("revoke")
 def keys_revoke(prefix: str = typer.Argument(..., help="the key's prefix (the part after fpk_) or the whole key"),
                 db: Optional[str] = DbOpt) -> None:

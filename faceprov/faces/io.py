@@ -34,6 +34,9 @@ SUPPORTED = {"JPEG", "PNG", "WEBP"} | ({"HEIF"} if _HEIF else set())
 _EXIF_ORIENTATION = 0x0112
 _EXIF_GPS_IFD = 0x8825
 
+# Pillow format name -> media type of the bytes faceprov writes back (same format as the input)
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heif"}
+
 
 class ImageError(ValueError):
     """Input is not a usable photo; the message is meant for the user."""

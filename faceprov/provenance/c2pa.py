@@ -65,8 +65,11 @@ def media_type(path: str | Path) -> str:
     return mt
 
 
-def make_test_credentials(out_dir: str | Path, name: str = "faceprov test") -> dict[str, Path]:
-    """A throw-away CA and a P-256 signing leaf the C2PA SDK accepts. Tests only."""
+def make_test_credentials(out_dir: str | Path, name: str = "faceprov test", days: int = 30) -> dict[str, Path]:
+    """A local CA and a P-256 signing leaf the C2PA SDK accepts (`faceprov keys c2pa-init` makes
+    one for a new user, valid `days`; tests make throw-away ones). The key file is 0600.
+    A local CA is not a public trust anchor: readers elsewhere see the manifest as "Valid"
+    (intact, signed) and "Trusted" only where ca.pem is configured as a trust anchor."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -80,7 +83,7 @@ def make_test_credentials(out_dir: str | Path, name: str = "faceprov test") -> d
                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "faceprov")])
     ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+          .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                        content_commitment=False, key_encipherment=False,
@@ -93,7 +96,7 @@ def make_test_credentials(out_dir: str | Path, name: str = "faceprov test") -> d
                            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "faceprov")])
     leaf = (x509.CertificateBuilder().subject_name(leaf_name).issuer_name(ca_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False,
                                          crl_sign=False, content_commitment=False,
@@ -108,8 +111,12 @@ def make_test_credentials(out_dir: str | Path, name: str = "faceprov test") -> d
     pem = serialization.Encoding.PEM
     paths = {"cert": out / "signer-chain.pem", "key": out / "signer.key", "ca": out / "ca.pem"}
     paths["cert"].write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-    paths["key"].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    import os
+
+    fd = os.open(paths["key"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(paths["key"], 0o600)
     paths["ca"].write_bytes(ca.public_bytes(pem))
     return paths
 

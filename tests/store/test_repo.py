@@ -176,40 +176,6 @@ def test_bad_input_writes_nothing(url):
     arun(go())
 
 
-def test_record_protection_adapter(url):
-    """The cloak pipeline's result object maps onto one cloak record."""
-    import io
-    from types import SimpleNamespace
-
-    from PIL import Image
-
-    from faceprov.store.pipeline import record_protection
-
-    rng = np.random.default_rng(4)
-    rgb = (rng.random((80, 100, 3)) * 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    result = SimpleNamespace(
-        data=buf.getvalue(), faces=[SimpleNamespace(box=[5.0, 5.0, 50.0, 60.0, 0.99])],
-        strength="high", refine=3, model_version="w32-e12", input_sha256=sha("a"),
-        output_sha256=hashlib.sha256(buf.getvalue()).hexdigest(), output_rgb=None,
-        summary=lambda: {"faces": 1})
-
-    async def go():
-        repo = await open_repo(url)
-        try:
-            await repo.create_account("alice")
-            res = await record_protection(repo, result, owner="alice", model_name="nullswap",
-                                          embeddings=[{R128: unit(rng, 128)}])
-            rec = (await repo.history())[0]
-            assert rec["id"] == res.id and rec["model"]["strength"] == "high"
-            assert rec["model"]["refine"] == 3 and rec["report"] == {"faces": 1}
-            assert rec["faces"][0]["box"] == [5.0, 5.0, 50.0, 60.0] and rec["faces"][0]["pdq"]
-        finally:
-            await repo.db.close()
-    arun(go())
-
-
 def test_roles_limit_history_and_forget(url):
     rng = np.random.default_rng(8)
 

@@ -1,0 +1,115 @@
+"""One protect job (faceprov.cloak.job) behind the CLI and the server: the same record, the same
+embeddings, the same C2PA manifest naming the record, whichever way a photo was cloaked."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from faceprov.config import reset_settings, settings
+from faceprov.provenance import c2pa
+
+
+@pytest.fixture(scope="module")
+def creds(tmp_path_factory):
+    return c2pa.make_test_credentials(tmp_path_factory.mktemp("c2pa"))
+
+
+def _env(creds, db):
+    env = dict(os.environ)
+    env.update({"FACEPROV_C2PA_CERT": str(creds["cert"]), "FACEPROV_C2PA_KEY": str(creds["key"]),
+                "FACEPROV_C2PA_TRUST_ANCHORS": str(creds["ca"]), "FACEPROV_DB": f"sqlite:///{db}",
+                "FACEPROV_THREADS": os.environ.get("FACEPROV_THREADS", "1")})
+    return env
+
+
+def _embeddings_by_recognizer(db, record_id):
+    with sqlite3.connect(db) as c:
+        return dict(c.execute(
+            "SELECT r.name, count(*) FROM cloak_faces f JOIN identity_embeddings e ON e.identity_id = f.identity_id "
+            "JOIN recognizers r ON r.id = e.recognizer_id WHERE f.cloak_id = ? GROUP BY r.name", (record_id,)))
+
+
+def _record(db, record_id):
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        return dict(c.execute("SELECT * FROM cloak_records WHERE id = ?", (record_id,)).fetchone())
+
+
+def test_cli_cloak_signs_records_and_enrols(tmp_path, creds, sample_path):
+    db = tmp_path / "fp.db"
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "faceprov.cli", "cloak", str(sample_path(1)), "-o", f"{out}/",
+                        "--json", "--owner", "alice"], capture_output=True, text=True, timeout=600,
+                       env=_env(creds, db))
+    assert p.returncode == 0, p.stderr[-2000:]
+    doc = json.loads(p.stdout[p.stdout.index("{"):])
+    written = out / sample_path(1).name
+    data = written.read_bytes()
+    # the manifest names the record, and the record the bytes that were written (signed ones)
+    info = c2pa.read(written, trust_anchors=creds["ca"])
+    assert info["state"] == "Trusted" and info["faceprov"]["record_id"] == doc["record_id"]
+    rec = _record(db, doc["record_id"])
+    assert rec["output_sha256"] == hashlib.sha256(data).hexdigest() == doc["output_sha256"]
+    assert rec["c2pa_label"] == doc["c2pa_label"] == info["active_manifest"]
+    assert rec["strength"] == "mid" and rec["context_pdq"]
+    # every cloaked face is in the registry under each registry recognizer
+    n = len(doc["faces"])
+    assert n == 3 and _embeddings_by_recognizer(db, doc["record_id"]) == {"sface": n, "dlib": n, "faceres": n}
+    assert "protected" not in doc["protection"].replace("not measured", "")  # nothing measured, nothing claimed
+
+
+def test_c2pa_init_makes_signing_the_default(isolated_home):
+    from typer.testing import CliRunner
+
+    from faceprov.cli import app
+
+    assert settings().c2pa_key is None
+    r = CliRunner().invoke(app, ["keys", "c2pa-init", "--name", "test user"])
+    assert r.exit_code == 0, r.output
+    reset_settings()
+    s = settings()
+    assert s.c2pa_key == isolated_home / "c2pa" / "signer.key" and s.c2pa_trust_anchors.name == "ca.pem"
+    assert oct(s.c2pa_key.stat().st_mode & 0o777) == "0o600"
+    # the credentials sign, and a second init refuses to overwrite them
+    signed, label = c2pa.sign_bytes(_tiny_jpeg(), "image/jpeg", c2pa.Credentials.from_settings(),
+                                    c2pa.manifest_definition("m", "1", record_id="r-1"))
+    assert c2pa.read_bytes(signed, "image/jpeg", s.c2pa_trust_anchors.read_bytes())["faceprov"]["record_id"] == "r-1"
+    r = CliRunner().invoke(app, ["keys", "c2pa-init"])
+    assert r.exit_code == 2 and "already" in r.output
+
+
+def _tiny_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    b = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 80, 40)).save(b, "JPEG")
+    return b.getvalue()
+
+
+def test_readme_python_quickstart_runs(tmp_path, sample_path):
+    """The README's five-line Python quickstart, as written, in a fresh process."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = re.search(r"## From Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    assert len(code.strip().splitlines()) == 5
+    (tmp_path / "photo.jpg").write_bytes(sample_path(1).read_bytes())
+    env = {**os.environ, "FACEPROV_DB": f"sqlite:///{tmp_path / 'q.db'}",
+           "FACEPROV_THREADS": os.environ.get("FACEPROV_THREADS", "1")}
+    env.pop("FACEPROV_C2PA_CERT", None)
+    env.pop("FACEPROV_C2PA_KEY", None)
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rid, claim = p.stdout.strip().split(" ", 1)
+    assert (tmp_path / "photo.cloaked.jpg").stat().st_size > 10_000
+    assert _record(tmp_path / "q.db", rid)["owner_id"] and "not measured" in claim
