@@ -26,6 +26,7 @@ MATRIX: dict[str, frozenset[str]] = {
     "get_verification": frozenset({"platform", "auditor", "admin"}),
     "enrol_identity": frozenset({"user", "admin"}),
     "forget_identity": frozenset({"user", "admin"}),
+    "forget_cloak": frozenset({"user", "admin"}),
     "audit": frozenset({"auditor", "admin"}),
 }
 # roles that see every account's records (others see their own only)

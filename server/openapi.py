@@ -164,6 +164,14 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
             "description": "A user gets only their own records (others answer 404). " + _roles("get_cloak"),
             "responses": {"200": {"description": "the record", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/CloakRecord"}}}},
+                "400": _err("malformed id"), **_auth_errors(), "404": _err("no such record")}},
+            "delete": {
+            "summary": "Erase a cloak record", "operationId": "forgetCloak", "security": sec, "parameters": id_param,
+            "description": ("Deletes the record, its face and context hashes, the retained original, the per-record "
+                            "identities it created (embeddings included) and its id in verification rows; leaves one "
+                            "tombstone row in the audit chain. Owner or admin only. " + _roles("forget_cloak")),
+            "responses": {"200": {"description": "erased", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/CloakForgotten"}}}},
                 "400": _err("malformed id"), **_auth_errors(), "404": _err("no such record")}}},
         "/v1/verifications/{id}": {"get": {
             "summary": "One verification", "operationId": "getVerification", "security": sec,
@@ -256,10 +264,16 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
         "Forgotten": {"type": "object", "required": ["identity_id"], "properties": {
             "identity_id": UUID, "embeddings_deleted": {"type": "integer"},
             "originals_deleted": {"type": "integer"}, "tombstone": {"type": "boolean"}}},
+        "CloakForgotten": {"type": "object", "required": ["record_id", "tombstone"], "properties": {
+            "record_id": UUID, "tombstone": {"type": "boolean"}, "faces": {"type": "integer"},
+            "embeddings_deleted": {"type": "integer"}, "originals_deleted": {"type": "integer"},
+            "identities_forgotten": {"type": "array", "items": UUID},
+            "verifications_scrubbed": {"type": "array", "items": UUID}}},
         "AuditRow": {"type": "object", "required": ["seq", "action", "row_hash"], "properties": {
             "seq": {"type": "integer"}, "created_at": {"type": "string"}, "actor": {"type": "string"},
             "action": {"type": "string"}, "object_type": {"type": "string"}, "object_id": {"type": "string"},
-            "payload": {"type": "string"}, "prev_hash": {"type": "string"}, "row_hash": {"type": "string"}}},
+            "payload": {"type": "string"}, "prev_hash": {"type": "string"}, "row_hash": {"type": "string"},
+            "row_mac": {"type": "string", "nullable": True}}},
     }
     return {
         "openapi": "3.0.3",

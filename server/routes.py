@@ -435,29 +435,15 @@ async def list_cloaks(request: web.Request) -> web.Response:
     return _json({"items": items})
 
 
-async def _cloak_row(repo, cid: str):
-    from sqlalchemy import select
-
-    from faceprov.store.models import CloakRecord
-
-    async with repo.read() as s:
-        return (await s.execute(select(CloakRecord.owner_id, CloakRecord.output_sha256)
-                                .where(CloakRecord.id == cid))).first()
-
-
 async def get_cloak(request: web.Request) -> web.Response:
     from faceprov.store.repo import check_uuid
 
     p: Principal = await request.app[AUTH].require(request, "get_cloak")
-    repo = _repo(request)
     cid = check_uuid(request.match_info["id"], "cloak id")
-    row = await _cloak_row(repo, cid)
-    if row is None or (not p.sees_all and row[0] != p.account_id):
+    item = await _repo(request).get_cloak(cid)
+    if item is None or (not p.sees_all and item["owner_id"] != p.account_id):
         raise ApiError(404, "not_found", f"no cloak record {cid}")  # another's record: same answer
-    for item in await repo.history(owner=row[0], output_hash=row[1], limit=MAX_PAGE):
-        if item["id"] == cid:
-            return _json(item)
-    raise ApiError(404, "not_found", f"no cloak record {cid}")
+    return _json(item)
 
 
 async def _own_verification(request: web.Request, p: Principal):
@@ -567,6 +553,24 @@ async def forget_identity(request: web.Request) -> web.Response:
     return _json(await repo.forget(iid, actor=p.account_id))
 
 
+async def forget_cloak(request: web.Request) -> web.Response:
+    from faceprov.store.repo import check_uuid
+
+    p: Principal = await request.app[AUTH].require(request, "forget_cloak")
+    repo = _repo(request)
+    cid = check_uuid(request.match_info["id"], "record id")
+    # a user may erase only their own records; others' answer 404 (no existence oracle)
+    row = await repo.get_cloak(cid)
+    if row is None or (p.role != "admin" and row["owner_id"] != p.account_id):
+        raise ApiError(404, "not_found", f"no cloak record {cid}")
+    res = await repo.forget_cloak(cid, viewer=p.account_id)
+    ev = request.app[VERIFY].evidence
+    for vid in res["verifications_scrubbed"]:  # evidence pictures of those verifications show the faces
+        if ev is not None:
+            ev.pop(vid, None)
+    return _json(res)
+
+
 # ----------------------------------------------------------------------------- audit
 
 async def audit(request: web.Request) -> web.Response:
@@ -594,4 +598,5 @@ def setup(app: web.Application) -> None:
     r.add_get("/v1/verifications/{id}/evidence.png", get_evidence, allow_head=False)
     r.add_post("/v1/identities", enrol_identity)
     r.add_delete("/v1/identities/{id}", forget_identity)
+    r.add_delete("/v1/cloaks/{id}", forget_cloak)
     r.add_get("/v1/audit", audit, allow_head=False)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Text, cast, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from faceprov.provenance import audit as chain
@@ -520,9 +520,16 @@ class Repo:
             n_orig = (await s.execute(select(func.count()).select_from(RetainedOriginal)
                                       .where(RetainedOriginal.cloak_id.in_(cloaks)))).scalar_one()
             await s.execute(delete(RetainedOriginal).where(RetainedOriginal.cloak_id.in_(cloaks)))
+            # the person's face hashes go too (the record keeps its photo and context hashes:
+            # they describe the whole photo, bystanders and background included)
+            n_pdq = (await s.execute(update(CloakFace).where(CloakFace.identity_id == ident.id,
+                                                             CloakFace.pdq.is_not(None))
+                                     .values(pdq=None, pdq_quality=None))).rowcount
+            scrubbed = await _scrub_verifications(s, {ident.id})
             ident.forgotten_at = utcnow()
             ident.label = None
             payload = {"embeddings_deleted": len(embs), "originals_deleted": int(n_orig),
+                       "face_pdqs_deleted": int(n_pdq or 0), "verifications_scrubbed": scrubbed,
                        "tombstone": True}
             await self._audit(s, actor, "identity.forget", "identity", ident.id, payload)
         by: dict[int, list[int]] = {}
@@ -533,11 +540,86 @@ class Repo:
         await self._purge_freed_pages()
         return {"identity_id": ident.id, **payload}
 
+    async def get_cloak(self, cloak_id: str) -> dict | None:
+        """One cloak record as `history` gives it (owner_id included), or None."""
+        cid = check_uuid(cloak_id, "cloak id")
+        async with self.read() as s:
+            row = (await s.execute(select(CloakRecord.owner_id, CloakRecord.output_sha256)
+                                   .where(CloakRecord.id == cid))).first()
+        if row is None:
+            return None
+        for item in await self.history(owner=row[0], output_hash=row[1], limit=MAX_LIMIT):
+            if item["id"] == cid:
+                return item
+        return None
+
+    async def forget_cloak(self, cloak_id: str, actor: str = SYSTEM_ACTOR, viewer: str | None = None) -> dict:
+        """Erase one cloak record: its faces (PDQs, boxes), its photo and context hashes, the
+        retained original, the per-record identities it created (their embeddings, also from
+        the vector index) and the ids in verification rows; one tombstone row in the audit chain
+        (the chain is append-only: earlier audit rows keep the record's random ids, no pixels,
+        hashes of faces or embeddings). Enrolled identities a face was linked to are kept.
+
+        viewer: the requesting account (server); None = the local operator. Only the record's
+        owner or an admin may erase it."""
+        cid = check_uuid(cloak_id, "record id")
+        async with self.write() as s:
+            rec = await s.get(CloakRecord, cid)
+            if rec is None:
+                raise NotFound(f"no cloak record {cid}")
+            if viewer is not None:
+                v = await self._account(s, viewer)
+                if v.role != "admin" and v.id != rec.owner_id:
+                    raise PermissionDenied("only the record's owner or an admin may erase it")
+                actor = v.id
+            faces = (await s.execute(select(CloakFace.identity_id).where(CloakFace.cloak_id == cid))).scalars().all()
+            iids = {i for i in faces if i}
+            shared = set((await s.execute(select(CloakFace.identity_id).where(
+                CloakFace.identity_id.in_(iids), CloakFace.cloak_id != cid))).scalars().all()) if iids else set()
+            # per-record identities: made by this cloak (audit "identity.create" via cloak), used by no other
+            made_here = set((await s.execute(select(AuditLog.object_id).where(
+                AuditLog.action == "identity.create", AuditLog.object_id.in_(iids),
+                AuditLog.payload.like('%"via":"cloak"%')))).scalars().all()) if iids else set()
+            own = sorted((iids - shared) & made_here)
+            embs = (await s.execute(select(IdentityEmbedding.id, IdentityEmbedding.recognizer_id)
+                                    .where(IdentityEmbedding.identity_id.in_(own)))).all() if own else []
+            if embs:
+                await s.execute(delete(IdentityEmbedding).where(IdentityEmbedding.identity_id.in_(own)))
+                await s.execute(update(Recognizer).where(Recognizer.id.in_(sorted({r for _, r in embs})))
+                                .values(generation=Recognizer.generation + 1))
+            n_orig = (await s.execute(delete(RetainedOriginal).where(RetainedOriginal.cloak_id == cid))).rowcount
+            await s.execute(delete(CloakFace).where(CloakFace.cloak_id == cid))
+            await s.execute(delete(CloakRecord).where(CloakRecord.id == cid))
+            if own:
+                await s.execute(update(Identity).where(Identity.id.in_(own))
+                                .values(forgotten_at=utcnow(), label=None))
+            scrubbed = await _scrub_verifications(s, {cid, *own})
+            payload = {"tombstone": True, "faces": len(faces), "embeddings_deleted": len(embs),
+                       "originals_deleted": int(n_orig or 0), "identities_forgotten": own,
+                       "verifications_scrubbed": scrubbed}
+            await self._audit(s, actor, "cloak.forget", "cloak", cid, payload)
+        by: dict[int, list[int]] = {}
+        for eid, rid in embs:
+            by.setdefault(rid, []).append(eid)
+        for rid, ids in by.items():
+            await self.db.vectors.removed(rid, ids)
+        await self._purge_freed_pages()
+        return {"record_id": cid, **payload}
+
     async def _purge_freed_pages(self) -> None:
         """SQLite: secure_delete zeroes erased rows in new pages; checkpointing the WAL into
         the main file (and truncating it) removes the old copies too. Best effort: a reader
         holding an old snapshot can delay it (the next forget/checkpoint completes it)."""
         if self.db.backend != "sqlite":
+            # PostgreSQL: VACUUM marks the dead tuples' space reusable so the erased rows are
+            # overwritten (it needs autocommit: it cannot run inside a transaction)
+            from sqlalchemy import text
+
+            async with self.db.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                for t in ("identity_embeddings", "cloak_faces", "cloak_records", "retained_originals",
+                          "verifications"):
+                    await conn.execute(text(f"VACUUM {t}"))
             return
         async with self.db.engine.connect() as conn:
             raw = await conn.get_raw_connection()
@@ -1042,10 +1124,13 @@ class Repo:
                         CloakRecord.__table__, c.id == a.object_id))
                     .where(a.action == "cloak.record", a.seq <= head.seq)
                     .order_by(a.seq).execution_options(yield_per=5000))
+                forgotten = set((await conn.execute(select(a.object_id).where(
+                    a.action == "cloak.forget", a.seq <= head.seq))).scalars().all())
                 async for r in res:
                     if r.id is None:
-                        problems.append(f"cloak record {r.object_id} (audit row {r.seq}) "
-                                        "was removed")
+                        if r.object_id not in forgotten:  # erased with a tombstone: expected
+                            problems.append(f"cloak record {r.object_id} (audit row {r.seq}) "
+                                            "was removed")
                         continue
                     p = json.loads(r.payload)
                     now = {"owner": r.owner_id, "input_sha256": r.input_sha256,
@@ -1099,6 +1184,28 @@ class Repo:
         return {"signed": len(todo), "rows": len(rows), "key_id": chain.key_id(key)}
 
 
+async def _scrub_verifications(s: AsyncSession, ids: set[str]) -> list[str]:
+    """Replace every verification match that names one of `ids` (a cloak record or an identity)
+    by {"erased": true}; returns the verification ids changed (recorded in the tombstone)."""
+    ids = {i for i in ids if i}
+    if not ids:
+        return []
+    q = select(Verification).where(or_(*[cast(Verification.matches, Text).like(f"%{i}%") for i in ids]))
+    changed = []
+    for v in (await s.execute(q)).scalars():
+        new, hit = [], False
+        for m in v.matches or []:
+            if isinstance(m, dict) and any(str(x) in ids for x in m.values() if isinstance(x, str)):
+                new.append({"erased": True})
+                hit = True
+            else:
+                new.append(m)
+        if hit:
+            v.matches = new
+            changed.append(v.id)
+    return sorted(changed)
+
+
 async def _audited_state_problems(conn, head_seq: int) -> list[str]:
     """Accounts, API keys and verifications compared with the audit rows that made them: a row
     added, removed or edited outside faceprov (the audit chain itself is checked separately,
@@ -1106,15 +1213,19 @@ async def _audited_state_problems(conn, head_seq: int) -> list[str]:
     a = AuditLog.__table__.c
     acc_rows, key_rows, revoked = {}, {}, set()
     res = await conn.stream(select(a.seq, a.action, a.object_id, a.payload)
-                            .where(a.action.in_(("account.create", "apikey.create", "apikey.revoke")),
+                            .where(a.action.in_(("account.create", "apikey.create", "apikey.revoke",
+                                                 "cloak.forget", "identity.forget")),
                                    a.seq <= head_seq).order_by(a.seq))
+    scrubbed: set[str] = set()
     async for r in res:
         p = json.loads(r.payload)
-        if r.action == "account.create":
+        if r.action in ("cloak.forget", "identity.forget"):
+            scrubbed.update(p.get("verifications_scrubbed") or [])
+        elif r.action == "account.create":
             acc_rows[r.object_id] = (r.seq, p)
         elif r.action == "apikey.create":
             key_rows[p.get("prefix")] = (r.seq, r.object_id, p)
-        else:
+        elif r.action == "apikey.revoke":
             revoked.add(p.get("prefix"))
     await res.close()
     problems: list[str] = []
@@ -1164,6 +1275,8 @@ async def _audited_state_problems(conn, head_seq: int) -> list[str]:
                "matches": chain.canonical_json(r.matches or [])}
         was = {"requester": r.actor, "input_sha256": p.get("input_sha256"), "verdict": p.get("verdict"),
                "matches": chain.canonical_json(p.get("matches") or [])}
+        if r.id in scrubbed:  # an erasure replaced matches by {"erased": true}: compare the rest
+            now.pop("matches"), was.pop("matches")
         for field_name in now:
             if now[field_name] != was[field_name]:
                 problems.append(f"verification {r.id} (audit row {r.seq}): {field_name} differs from the audited value")

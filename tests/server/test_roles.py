@@ -18,6 +18,7 @@ EXPECTED_ALLOWED = {
     ("POST", "/v1/verify"): {"platform", "admin"},
     ("GET", "/v1/cloaks"): {"user", "auditor", "admin"},
     ("GET", "/v1/cloaks/{id}"): {"user", "auditor", "admin"},
+    ("DELETE", "/v1/cloaks/{id}"): {"user", "admin"},
     ("GET", "/v1/verifications/{id}"): {"platform", "auditor", "admin"},
     ("GET", "/v1/verifications/{id}/evidence.png"): {"platform", "auditor", "admin"},
     ("POST", "/v1/identities"): {"user", "admin"},
@@ -31,6 +32,7 @@ EXPECTED_STATUS = {
     ("POST", "/v1/verify"): 200,  # a real photo with a face: a verdict (tiny untrained models)
     ("GET", "/v1/cloaks"): 200,
     ("GET", "/v1/cloaks/{id}"): 404,  # a random id
+    ("DELETE", "/v1/cloaks/{id}"): 404,
     ("GET", "/v1/verifications/{id}"): 404,
     ("GET", "/v1/verifications/{id}/evidence.png"): 404,
     ("POST", "/v1/identities"): 422,  # a photo without a face
