@@ -343,7 +343,11 @@ function createMenus() {
   });
 }
 
-chrome.runtime.onInstalled.addListener(createMenus);
+chrome.runtime.onInstalled.addListener((details) => {
+  createMenus();
+  // a new user has no server or key yet: show the options page at once instead of failing silently
+  if (details && details.reason === 'install') chrome.runtime.openOptionsPage();
+});
 chrome.runtime.onStartup.addListener(createMenus);
 chrome.contextMenus.onClicked.addListener((info, tab) => { onMenuClick(info, tab); });
 

@@ -20,9 +20,19 @@ export async function load() {
   return { ...DEFAULTS, ...got };
 }
 
+// Loopback servers (this computer) may use plain http; anything else must be https, or the
+// photo and the API key would cross the network readable by anyone on the path.
+export function isLoopback(hostname) {
+  const h = String(hostname || '').toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h);
+}
+
 export function normalizeServerUrl(s) {
   const u = new URL(String(s).trim());
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('the server URL must start with http:// or https://');
+  if (u.protocol === 'http:' && !isLoopback(u.hostname)) {
+    throw new Error('a server other than this computer (127.0.0.1 / localhost) must use https://');
+  }
   return u.origin + u.pathname.replace(/\/+$/, '');
 }
 

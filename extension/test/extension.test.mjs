@@ -99,6 +99,18 @@ test('options page: settings persist across a reload, the key stays out of web p
   await opt.click('#save');
   await opt.waitForFunction(() => document.getElementById('status').className.includes('error'));
   assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('serverUrl'))).serverUrl, server.url);
+  // plain http to another computer is refused (photos and the key would cross the network in clear)
+  await opt.evaluate(() => { document.getElementById('status').className = ''; });
+  await opt.fill('#serverUrl', 'http://faceprov.example.com:8765');
+  await opt.click('#save');
+  await opt.waitForFunction(() => document.getElementById('status').className.includes('error'));
+  assert.match(await opt.textContent('#status'), /https/);
+  assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('serverUrl'))).serverUrl, server.url);
+  // the privacy page ships and says where photos go
+  const priv = await br.context.newPage();
+  await priv.goto(`chrome-extension://${br.extId}/src/privacy.html`);
+  assert.match(await priv.textContent('body'), /faceprov server you configured/);
+  await priv.close();
   await opt.close();
 
   // the content script never gets the key: pages see neither it nor any storage

@@ -125,7 +125,10 @@ def check_time(value: Any, what: str) -> dt.datetime | None:
             raise InvalidInput(f"{what}: expected an ISO-8601 date/time, got {str(value)[:80]!r}") from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=dt.timezone.utc)
-    return d.astimezone(dt.timezone.utc)
+    try:
+        return d.astimezone(dt.timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 lies past year 9999 in UTC
+        raise InvalidInput(f"{what}: {str(value)[:80]!r} is outside the years 1-9999 in UTC") from None
 
 
 def parse_recognizer(key: Any) -> tuple[str, str]:

@@ -266,7 +266,8 @@ def test_history_time_bounds(srv, face_jpeg):
     assert rid in {x["id"] for x in get("since=2000-01-01T00:00:00Z").json()["items"]}
     assert rid not in {x["id"] for x in get("until=2000-01-01T00:00:00Z").json()["items"]}
     # an empty or malformed bound is an error, never a silently unbounded query
-    for q in ("until=", "since=", "since=%20", "until=yesterday"):
+    for q in ("until=", "since=", "since=%20", "until=yesterday",
+              "since=9999-12-31T23:59:59-23:59", "until=0001-01-01T00:00:00%2B23:59"):
         r = get(q)
         assert r.status_code == 400, (q, r.status_code, r.text)
         assert r.json()["error"]["code"] in ("invalid_parameter", "invalid_input"), r.text
