@@ -15,7 +15,9 @@ batched across requests and the rest on its CPU pool):
               the person a swap abused), one {registry key: vector} per face
 6. `report`   optional: the protection report against black-box recognizers
 7. `sign`     C2PA manifest with the record id, when signing credentials are configured
-8. `record`   the cloak record (embeddings, hashes, model, strength name, owner) and its audit row
+8. `record`   the cloak record (embeddings, hashes, model, strength name, owner) and its audit row;
+              a face that matches the owner's enrolled identity is linked to it, every other face
+              (bystanders) gets an unconfirmed per-record entry that lives exactly as long as the record
 9. `protection` what the product may say about protection: the report's black-box headline, or
               plainly "not measured" — never "protected" alone
 
@@ -69,12 +71,14 @@ class JobResult:
     audit_seq: int | None = None
     c2pa_label: str | None = None
     identity_ids: list = field(default_factory=list)
+    identity_links: list = field(default_factory=list)  # per face: its identity, enrolled or per-record
 
     def summary(self) -> dict:
         s = self.result.summary()
         s["output_sha256"] = self.output_sha256
         s["output_bytes"] = len(self.data)
-        return {**s, "record_id": self.record_id, "c2pa_label": self.c2pa_label, **self.protection}
+        return {**s, "record_id": self.record_id, "c2pa_label": self.c2pa_label,
+                "identities": self.identity_links, **self.protection}
 
 
 def protection_claim(rep: dict | None, max_refine: int | None = None, not_measured: str = NOT_MEASURED) -> dict:
@@ -209,15 +213,46 @@ class ProtectJob:
                         "timings_ms": {k: round(v * 1000, 1) for k, v in res.timings.items()},
                         "protection": protection})
 
+    async def link_identities(self, owner: str, embeddings: list[dict]) -> list[dict | None]:
+        """Per face: the owner's enrolled identity it matches ({"identity_id", "similarity",
+        "recognizer", "threshold"}), or None (the face gets an unconfirmed per-record entry).
+        Matched with the first enrol recognizer at its LFW threshold (recognizers/thresholds.json)."""
+        from .. import recognizers as R
+
+        out: list[dict | None] = [None] * len(embeddings)
+        if self.repo is None or not embeddings or not self.enrol_recognizers:
+            return out
+        try:
+            rec = R.get(self.enrol_recognizers[0])
+        except Exception:  # noqa: BLE001 - no such recognizer here: nothing to link with
+            return out
+        thr = getattr(rec, "threshold", None)
+        if thr is None:
+            return out
+        for i, e in enumerate(embeddings):
+            vec = e.get(rec.registry_key)
+            if vec is None:
+                continue
+            hit = await self.repo.owner_identity_match(owner, rec.registry_key, vec, float(thr))
+            if hit is not None:
+                out[i] = {"identity_id": hit[0], "similarity": round(hit[1], 4), "recognizer": rec.name,
+                          "threshold": float(thr)}
+        return out
+
     async def record(self, res: ProtectResult, *, owner: str, actor: str | None, options: JobOptions,
                      hashes: Hashes, embeddings: list[dict], protection: dict, record_id: str,
-                     data: bytes, c2pa_label: str | None, original: bytes | None = None):
+                     data: bytes, c2pa_label: str | None, original: bytes | None = None,
+                     links: list[dict | None] | None = None):
         from ..store.repo import FaceInput
         from ..faces.io import MEDIA_TYPES
 
-        faces = [FaceInput(box=list(f.box)[:4], embeddings=e, pdq=fp[0] if fp else None,
-                           pdq_quality=fp[1] if fp else None)
-                 for f, e, fp in zip(res.faces, embeddings or [{}] * len(res.faces), hashes.faces)]
+        links = links or [None] * len(res.faces)
+        # a face that is the owner's enrolled identity is linked to it and adds no embeddings (the
+        # identity has its own; erasing the record then leaves the identity whole); any other
+        # face (a bystander, or the owner not enrolled) gets a per-record entry with its embeddings
+        faces = [FaceInput(box=list(f.box)[:4], identity_id=lk["identity_id"] if lk else None,
+                           embeddings={} if lk else e, pdq=fp[0] if fp else None, pdq_quality=fp[1] if fp else None)
+                 for f, e, fp, lk in zip(res.faces, embeddings or [{}] * len(res.faces), hashes.faces, links)]
         return await self.repo.record_cloak(
             owner=owner, actor=actor or owner, model_name=self.model_name, model_version=str(res.model_version),
             strength=res.strength, refine=int(res.refine), input_sha256=res.input_sha256,
@@ -248,10 +283,14 @@ class ProtectJob:
         if recording:
             if embeddings is None:
                 embeddings = self.embeddings(res)
+            links = await self.link_identities(owner, embeddings)
             rec = await self.record(res, owner=owner, actor=actor, options=options, hashes=hashes,
                                     embeddings=embeddings, protection=protection, record_id=record_id,
-                                    data=data, c2pa_label=label, original=original)
+                                    data=data, c2pa_label=label, original=original, links=links)
             out.record_id, out.audit_seq, out.identity_ids = rec.id, rec.seq, list(rec.identity_ids)
+            out.identity_links = [{"face": f.index, "identity_id": iid, "enrolled": lk is not None,
+                                   **({"similarity": lk["similarity"]} if lk else {})}
+                                  for f, iid, lk in zip(res.faces, rec.identity_ids, links)]
         return out
 
     # ------------------------------------------------------------------ one call

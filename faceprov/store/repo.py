@@ -543,6 +543,26 @@ class Repo:
         await self._purge_freed_pages()
         return {"identity_id": ident.id, **payload}
 
+    async def owner_identity_match(self, owner: str, recognizer: Any, vector: Any, threshold: float,
+                                   k: int = 20) -> tuple[str, float] | None:
+        """The owner's own *enrolled* identity (not a per-record face entry, not forgotten) most
+        similar to `vector`, when it reaches `threshold`; else None."""
+        hits = await self.search(recognizer, vector, k=k, threshold=threshold)
+        if not hits:
+            return None
+        async with self.read() as s:
+            acc = await self._account(s, owner)
+            ids = list({h.identity_id for h in hits})
+            mine = set((await s.execute(select(Identity.id).where(
+                Identity.id.in_(ids), Identity.owner_id == acc.id, Identity.forgotten_at.is_(None)))).scalars().all())
+            per_record = set((await s.execute(select(AuditLog.object_id).where(
+                AuditLog.action == "identity.create", AuditLog.object_id.in_(mine),
+                AuditLog.payload.like('%"via":"cloak"%')))).scalars().all()) if mine else set()
+        for h in hits:  # best first
+            if h.identity_id in mine and h.identity_id not in per_record:
+                return h.identity_id, float(h.score)
+        return None
+
     async def get_cloak(self, cloak_id: str) -> dict | None:
         """One cloak record as `history` gives it (owner_id included), or None."""
         cid = check_uuid(cloak_id, "cloak id")

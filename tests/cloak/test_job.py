@@ -113,3 +113,42 @@ def test_readme_python_quickstart_runs(tmp_path, sample_path):
     rid, claim = p.stdout.strip().split(" ", 1)
     assert (tmp_path / "photo.cloaked.jpg").stat().st_size > 10_000
     assert _record(tmp_path / "q.db", rid)["owner_id"] and "not measured" in claim
+
+
+def test_owner_face_links_to_the_enrolled_identity(tmp_path, sample_path):
+    """Identity model: the owner's own face joins their enrolled identity (no new embeddings),
+    bystanders get per-record entries; another account's cloak of the same photo links nothing;
+    erasing the record leaves the enrolled identity whole."""
+    import asyncio
+
+    from faceprov.cloak.job import ProtectJob
+    from faceprov.cloak.protect import Protector
+    from faceprov.store.repo import open_repo
+
+    async def go():
+        repo = await open_repo(f"sqlite:///{tmp_path / 'l.db'}", upgrade=True)
+        try:
+            prot = Protector()
+            job = ProtectJob(prot, repo)
+            data = sample_path(1).read_bytes()
+            embs = job.embeddings(prot.protect(data))
+            await repo.create_account("alice")
+            me = await repo.enrol("alice", label="me", embeddings=embs[0])
+            n_me = (await repo.list_identities(owner="alice"))[0]["embeddings"]
+            out = await job.run(data, owner="alice")
+            links = out.identity_links
+            assert len(links) == 3 and links[0]["identity_id"] == me and links[0]["enrolled"]
+            assert links[0]["similarity"] > 0.9
+            assert not links[1]["enrolled"] and not links[2]["enrolled"]
+            assert len({lk["identity_id"] for lk in links}) == 3
+            other = await job.run(data, owner="bob")
+            assert not any(lk["enrolled"] for lk in other.identity_links)
+            assert me not in {lk["identity_id"] for lk in other.identity_links}
+            gone = await repo.forget_cloak(out.record_id)
+            assert me not in gone["identities_forgotten"] and len(gone["identities_forgotten"]) == 2
+            mine = {i["id"]: i for i in await repo.list_identities(owner="alice")}
+            assert mine[me]["forgotten_at"] is None and mine[me]["embeddings"] == n_me
+            assert (await repo.verify_chain()).ok
+        finally:
+            await repo.db.close()
+    asyncio.run(go())
