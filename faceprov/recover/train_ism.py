@@ -7,7 +7,10 @@ mask is warped with the same matrix: label 1. Real samples are the unmanipulated
 triplets reference (targets and sources, each once): mask all zero, label 0. The aligned set is
 cached under FACEPROV_HOME/cache/ism/ so a run detects and aligns each file once.
 
-Per step: a batch with `real_ratio` real crops, random horizontal flips (crop and mask together);
+Per step: a batch with `real_ratio` real crops (and `self_blend` of the fake slots filled with
+self-blended reals), random horizontal flips (crop and mask together), and with probability
+`jpeg` a JPEG re-encode at quality 60-95 per sample (real and fake alike: platforms re-encode, so
+the detector must not key on a missing JPEG grid inside a pasted face);
 
     L = w_bce · BCE(mask logits, mask) + w_dice · Dice(fake samples) + w_cls · BCE(fake logit, label)
 
@@ -56,6 +59,7 @@ class ISMTrainConfig:
     w_cls: float = 1.0
     flip: bool = True
     self_blend: float = 0.0        # share of the fake slots filled with self-blended reals (self_blend.py)
+    jpeg: float = 0.0              # share of samples re-encoded as JPEG (quality 60-95) after the blend
     init_from: str | None = None   # warm start: an ISM model folder (same architecture)
     ckpt_every: int = 200
     eval_every: int = 200
@@ -175,27 +179,59 @@ def build_dataset(swaps: list[str], root: str | Path | None, mcfg: ISMConfig, pr
             masks.append(mcrop)
             labels.append(1.0)
             groups.append(f"{d.name}/{r['swapped']}")
-    reals = list(dict.fromkeys(reals))
-    lms, fb = _landmarks(root, reals, "detect reals", progress)
-    bad = set(fb)
-    for p in reals:
-        if p in bad:
-            continue
-        crop, _, _ = align_face(fio.read(root / p).rgb, lms[p], s, mcfg.context)
-        imgs.append(crop)
-        masks.append(np.zeros((s, s), np.uint8))
-        labels.append(0.0)
-        groups.append(p)
-    if not imgs:
+    real_crops, kept = aligned_photos(root, list(dict.fromkeys(reals)), mcfg, progress)
+    if not imgs and not kept:
         raise ValueError("no usable samples in " + ", ".join(map(str, swaps)))
-    data = {"images": torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous(),
-            "masks": torch.from_numpy(np.stack(masks))[:, None].contiguous(),
-            "labels": torch.tensor(labels, dtype=torch.float32), "groups": groups}
+    fakes = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2) if imgs else real_crops[:0]
+    data = {"images": torch.cat([fakes, real_crops]).contiguous(),
+            "masks": torch.cat([torch.from_numpy(np.stack(masks))[:, None] if masks
+                                else torch.zeros(0, 1, s, s, dtype=torch.uint8),
+                                torch.zeros(len(kept), 1, s, s, dtype=torch.uint8)]).contiguous(),
+            "labels": torch.tensor(labels + [0.0] * len(kept), dtype=torch.float32), "groups": groups + kept}
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
     torch.save(data, tmp)
     os.replace(tmp, cache)
     return data
+
+
+def jpeg_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Re-encode each crop (N,3,S,S in [0,1]) as JPEG with probability p, quality 60-95."""
+    if p <= 0:
+        return x
+    hit = torch.rand(len(x), generator=gen) < p
+    qual = torch.randint(60, 96, (len(x),), generator=gen)
+    if not hit.any():
+        return x
+    x = x.clone()
+    for i in torch.nonzero(hit).flatten().tolist():
+        img = (x[i].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(qual[i])])
+        if ok:
+            dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+            x[i] = torch.from_numpy(np.ascontiguousarray(dec)).permute(2, 0, 1).float() / 255
+    return x
+
+
+def aligned_photos(root: str | Path, paths: list[str], mcfg: ISMConfig, progress: bool = False
+                   ) -> tuple[torch.Tensor, list[str]]:
+    """Aligned ISM crops (N,3,S,S uint8) of unmanipulated photos, as `build_dataset` makes its
+    reals; photos without a detected face are left out (the list of kept paths is returned)."""
+    from ..faces import io as fio
+
+    root = Path(root)
+    lms, fb = _landmarks(root, paths, "detect photos", progress)
+    bad = set(fb)
+    crops, kept = [], []
+    for p in paths:
+        if p in bad:
+            continue
+        crop, _, _ = align_face(fio.read(root / p).rgb, lms[p], mcfg.size, mcfg.context)
+        crops.append(crop)
+        kept.append(p)
+    if not crops:
+        return torch.zeros(0, 3, mcfg.size, mcfg.size, dtype=torch.uint8), kept
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous(), kept
 
 
 def _subset(data: dict, idx) -> dict:
@@ -371,7 +407,7 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
             "val_swaps": [Path(s).name for s in cfg.val_swaps],
             "data": "faceprov swap make triplets (LFW peopleDevTrain)" if cfg.swaps else "given tensors",
             "losses": {"bce": cfg.w_bce, "dice": cfg.w_dice, "cls": cfg.w_cls},
-            "self_blend": cfg.self_blend, "init_from": cfg.init_from})
+            "self_blend": cfg.self_blend, "jpeg": cfg.jpeg, "init_from": cfg.init_from})
 
     n_real = int(round(cfg.batch_size * cfg.real_ratio)) if len(real_idx) else 0
     n_fake = cfg.batch_size - n_real
@@ -399,6 +435,7 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
             xs, ms = self_blend(data["images"][base].float() / 255, prior, gen)
             x, m = torch.cat([x, xs]), torch.cat([m, ms])
             lab = torch.cat([lab, torch.ones(n_sbi)])
+        x = jpeg_augment(x, cfg.jpeg, gen)
         x, m, lab = x.to(dev), m.to(dev), lab.to(dev)
         if cfg.flip:
             f = (torch.rand(len(x), generator=gen) < 0.5).to(dev)

@@ -15,7 +15,8 @@ error naming the command that trains it; a recovery model that is absent is list
 `unavailable` when the caller asked for "all", and is an error when asked for by name.
 
 The verdict of a face is `manipulated` when the ISM's fake probability is >= `fake_threshold`
-(0.5). The photo's verdict is `manipulated` when any face is, `clean` when faces were checked and
+(the operating threshold stored with the ISM, chosen on training data for a clean false-positive
+rate; 0.5 for a model without one). The photo's verdict is `manipulated` when any face is, `clean` when faces were checked and
 none is, `no_face` when there is none to check.
 """
 from __future__ import annotations
@@ -256,7 +257,7 @@ class Verifier:
 
     def __init__(self, ism: ISM, recovery: Mapping[str, Any] | None = None, *, recognizer=None,
                  detector: Detector | None = None, device: str | torch.device | None = None,
-                 fake_threshold: float = 0.5, min_score: float = 0.9, max_faces: int = 8,
+                 fake_threshold: float | None = None, min_score: float = 0.9, max_faces: int = 8,
                  unavailable: Mapping[str, str] | None = None, drfsi_steps: int | None = None,
                  fusion=None):
         self.device = torch.device(device or settings().device)
@@ -264,6 +265,11 @@ class Verifier:
         self.recovery = {k: m.to(self.device).eval() for k, m in (recovery or {}).items()}
         self.recognizer = recognizer
         self.detector = detector or default_detector(str(self.device))
+        # the ISM's operating point, chosen on training data when it was exported (see
+        # ops/bench/detection --write); 0.5 for a model that carries none
+        if fake_threshold is None:
+            op = (getattr(ism, "metadata", {}) or {}).get("operating_threshold")
+            fake_threshold = float(op["threshold"]) if isinstance(op, dict) else 0.5
         self.fake_threshold = float(fake_threshold)
         self.min_score = min_score
         self.max_faces = max_faces

@@ -32,8 +32,9 @@ import numpy as np
 
 from .affine_swap import affine_swap
 from .landmark_swap import LandmarkError, SwapResult, landmark_swap, landmarks68
+from .lowres_swap import lowres_swap
 
-METHODS = ("landmark", "affine")
+METHODS = ("landmark", "affine", "lowres")
 HEADER = ["source", "target", "swapped", "mask", "source_identity", "target_identity"]
 
 
@@ -55,6 +56,8 @@ def swap(method: str, source: np.ndarray, target: np.ndarray, src5: np.ndarray, 
         return landmark_swap(source, target, s68, t68, **kw)
     if method == "affine":
         return affine_swap(source, target, src5, dst5, **kw)
+    if method == "lowres":
+        return lowres_swap(source, target, src5, dst5, **kw)
     raise ValueError(f"unknown swap method {method!r}; choose from {', '.join(METHODS)}")
 
 

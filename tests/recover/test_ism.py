@@ -172,3 +172,29 @@ def test_self_blend_training_and_warm_start(tmp_path):
     other.model.decoder_channels = 24
     with pytest.raises(ValueError, match="differs"):
         train_ism(other, tmp_path / "c", resume=False, progress=False, data=data)
+
+
+def test_jpeg_augment_reencodes_only_when_drawn():
+    from faceprov.recover.train_ism import jpeg_augment
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 32, 32)
+    assert torch.equal(jpeg_augment(x, 0.0, g), x)
+    y = jpeg_augment(x, 1.0, g)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    # a JPEG of noise loses detail but stays an image of the same brightness
+    assert float((y - x).abs().mean()) > 0.01 and abs(float(y.mean() - x.mean())) < 0.05
+
+
+def test_verifier_uses_the_operating_threshold_stored_with_the_ism(tmp_path):
+    """ops/bench/detection --write stores the threshold chosen on training data in the ISM's
+    config; the verifier cuts there (0.5 for a model without one; an explicit value wins)."""
+    from faceprov.recover.verify import Verifier
+    from tests.recover.test_verify import tiny_drn, tiny_ism
+
+    ism = tiny_ism()
+    assert Verifier(ism, {"drn": tiny_drn()}, device="cpu").fake_threshold == 0.5
+    ism.save_pretrained(tmp_path / "ism", metadata={"operating_threshold": {"threshold": 0.83, "fpr_target": 0.03}})
+    loaded = ISM.from_pretrained(tmp_path / "ism")
+    assert Verifier(loaded, {"drn": tiny_drn()}, device="cpu").fake_threshold == pytest.approx(0.83)
+    assert Verifier(loaded, {"drn": tiny_drn()}, device="cpu", fake_threshold=0.6).fake_threshold == 0.6
