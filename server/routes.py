@@ -100,6 +100,9 @@ def _alive(request: web.Request):
     return alive
 
 
+MAX_FIELDS = 32  # form fields besides the image (the API knows five)
+
+
 async def read_image(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
     """The image bytes (raw body or a multipart `image` field) and any other form fields."""
     n = request.content_length
@@ -133,12 +136,17 @@ async def read_image(request: web.Request, limit: int) -> tuple[bytes, dict[str,
                         raise ApiError(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
                 data = bytes(buf)
             else:
+                if len(fields) >= MAX_FIELDS:  # a flood of tiny fields costs parsing before any limit hits
+                    raise ApiError(400, "bad_multipart", f"more than {MAX_FIELDS} form fields")
                 raw = bytearray()
                 while True:
                     chunk = await part.read_chunk(1024)
                     if not chunk:
                         break
                     raw += chunk
+                    total += len(chunk)  # every part counts against the body limit, fields too
+                    if total > limit:
+                        raise ApiError(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
                     if len(raw) > MAX_FIELD:
                         raise ApiError(400, "bad_multipart", f"form field {name[:40]!r} is too long")
                 try:

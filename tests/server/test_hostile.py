@@ -229,6 +229,9 @@ def corpus() -> list[tuple[str, bytes, dict, str]]:
     add("multipart-nested", nested, {"Content-Type": "multipart/form-data; boundary=O"})
     b, h = mp([("image", "../../etc/passwd", jpg)])
     add("multipart-path-traversal-name", b, h)
+    for n in (33, 500, 5000):  # field floods: refused by count before they cost parsing
+        b, h = mp([(f"f{i}", None, b"1") for i in range(n)] + [("image", "a.jpg", jpg)])
+        add(f"multipart-field-flood-{n}", b, h)
     # --- faceless but valid photos in every format (decoded, no face -> 422)
     for fmt, data in (("jpeg", jpg), ("progressive", prog), ("png", pngb), ("webp", webp)):
         add(f"valid-faceless-{fmt}", data)
@@ -274,6 +277,13 @@ def test_every_hostile_input_gets_a_4xx_json_error(srv):
     assert requests.get(srv.url + "/readyz", timeout=T).status_code == 200
     m = requests.get(srv.url + "/metrics", timeout=T).text
     assert 'status="500"' not in m
+
+
+def test_field_flood_is_refused_by_count(srv):
+    body = b"".join(f'--B\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n1\r\n'.encode() for i in range(40))
+    r = requests.post(srv.url + "/v1/cloak", data=body + b"--B--\r\n", timeout=T,
+                      headers={**hdr(srv.keys["alice"]), "Content-Type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 400 and "form fields" in r.json()["error"]["message"], r.text
 
 
 @pytest.mark.parametrize("path", ["/v1/verify", "/v1/identities"])
