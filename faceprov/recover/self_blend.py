@@ -54,10 +54,15 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator | None = None,
+               strong: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """x: real crops (N,3,S,S) in [0,1]; prior: (1,1,S,S) or (S,S) face-region prior in [0,1].
-    Returns (pseudo-fakes (N,3,S,S), masks (N,1,S,S) in [0,1])."""
+    Returns (pseudo-fakes (N,3,S,S), masks (N,1,S,S) in [0,1]).
+
+    `strong`: the wider ranges of the SBI paper's source transforms — gain ±20 %, offset ±10 %,
+    shift ±5 % and scale 0.93-1.07 (a misregistered paste), blur σ up to 2 px, and with
+    probability 1/2 a downscale-upscale by 0.35-0.9 (a pasted face of lower resolution) or an
+    unsharp mask; blend ratios from {0.25, 0.5, 0.75, 1, 1}."""
     g = generator
     n, _, s, _ = x.shape
 
@@ -73,12 +78,28 @@ def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator 
     m = _gauss_blur(m, u(0.01, 0.06) * s).clamp(0, 1)
     m = m / m.flatten(1).amax(1).clamp_min(1e-6).view(n, 1, 1, 1)
 
-    gain = u(0.88, 1.12, n, 3).view(n, 3, 1, 1)
-    off = u(-0.06, 0.06, n, 3).view(n, 3, 1, 1)
+    k = 1.7 if strong else 1.0
+    gain = u(1 - 0.12 * k, 1 + 0.12 * k, n, 3).view(n, 3, 1, 1)
+    off = u(-0.06 * k, 0.06 * k, n, 3).view(n, 3, 1, 1)
     src = (x * gain + off).clamp(0, 1)
-    src = _warp(src, _similarity(n, u(0.97, 1.03), u(-0.03, 0.03, n, 2), torch.zeros(n)))
-    sig = torch.where(torch.rand(n, generator=g) < 0.5, u(0.4, 1.5), torch.zeros(n))
+    if strong:
+        src = _warp(src, _similarity(n, u(0.93, 1.07), u(-0.05, 0.05, n, 2), u(-0.05, 0.05)))
+    else:
+        src = _warp(src, _similarity(n, u(0.97, 1.03), u(-0.03, 0.03, n, 2), torch.zeros(n)))
+    sig = torch.where(torch.rand(n, generator=g) < 0.5, u(0.4, 2.0 if strong else 1.5), torch.zeros(n))
     src = _gauss_blur(src, sig)
-    ratio = torch.tensor([0.5, 0.75, 1.0, 1.0])[torch.randint(4, (n,), generator=g)].view(n, 1, 1, 1)
+    if strong:
+        pick = torch.rand(n, generator=g)
+        for i in torch.nonzero(pick < 0.5).flatten().tolist():  # lower-resolution paste
+            f = float(u(0.35, 0.9, 1)[0])
+            m_ = max(8, int(round(s * f)))
+            src[i:i + 1] = F.interpolate(F.interpolate(src[i:i + 1], size=(m_, m_), mode="area"),
+                                         size=(s, s), mode="bicubic", align_corners=False).clamp(0, 1)
+        sharp = torch.nonzero((pick >= 0.5) & (pick < 0.75)).flatten()
+        if len(sharp):  # unsharp mask: an over-sharpened paste
+            b = _gauss_blur(src[sharp], torch.full((len(sharp),), 1.0))
+            src[sharp] = (src[sharp] + u(0.5, 1.5, len(sharp)).view(-1, 1, 1, 1) * (src[sharp] - b)).clamp(0, 1)
+    ratios = [0.25, 0.5, 0.75, 1.0, 1.0] if strong else [0.5, 0.75, 1.0, 1.0]
+    ratio = torch.tensor(ratios)[torch.randint(len(ratios), (n,), generator=g)].view(n, 1, 1, 1)
     a = ratio * m
     return (x * (1 - a) + src * a).clamp(0, 1), m

@@ -60,6 +60,7 @@ class ISMTrainConfig:
     flip: bool = True
     self_blend: float = 0.0        # share of the fake slots filled with self-blended reals (self_blend.py)
     jpeg: float = 0.0              # share of samples re-encoded as JPEG (quality 60-95) after the blend
+    self_blend_strong: bool = False  # the SBI paper's wider source transforms (self_blend.py `strong`)
     init_from: str | None = None   # warm start: an ISM model folder (same architecture)
     ckpt_every: int = 200
     eval_every: int = 200
@@ -407,7 +408,8 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
             "val_swaps": [Path(s).name for s in cfg.val_swaps],
             "data": "faceprov swap make triplets (LFW peopleDevTrain)" if cfg.swaps else "given tensors",
             "losses": {"bce": cfg.w_bce, "dice": cfg.w_dice, "cls": cfg.w_cls},
-            "self_blend": cfg.self_blend, "jpeg": cfg.jpeg, "init_from": cfg.init_from})
+            "self_blend": cfg.self_blend, "self_blend_strong": cfg.self_blend_strong, "jpeg": cfg.jpeg,
+            "init_from": cfg.init_from})
 
     n_real = int(round(cfg.batch_size * cfg.real_ratio)) if len(real_idx) else 0
     n_fake = cfg.batch_size - n_real
@@ -432,7 +434,7 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
         lab = data["labels"][pick]
         if n_sbi:
             base = real_idx[torch.randint(len(real_idx), (n_sbi,), generator=gen)]
-            xs, ms = self_blend(data["images"][base].float() / 255, prior, gen)
+            xs, ms = self_blend(data["images"][base].float() / 255, prior, gen, strong=cfg.self_blend_strong)
             x, m = torch.cat([x, xs]), torch.cat([m, ms])
             lab = torch.cat([lab, torch.ones(n_sbi)])
         x = jpeg_augment(x, cfg.jpeg, gen)

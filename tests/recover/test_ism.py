@@ -132,14 +132,15 @@ def test_cli_registration():
     assert r.exit_code == 0 and "--method" in r.output
 
 
-def test_self_blend_changes_only_inside_the_mask():
+@pytest.mark.parametrize("strong", [False, True])
+def test_self_blend_changes_only_inside_the_mask(strong):
     from faceprov.recover.self_blend import self_blend
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(6, 3, 64, 64)
     prior = torch.zeros(64, 64)
     prior[16:48, 20:44] = 1
-    out, m = self_blend(x, prior, g)
+    out, m = self_blend(x, prior, g, strong=strong)
     assert out.shape == x.shape and m.shape == (6, 1, 64, 64)
     assert 0 <= float(m.min()) and float(m.max()) <= 1 + 1e-6
     diff = (out - x).abs().sum(1, keepdim=True)
@@ -148,7 +149,7 @@ def test_self_blend_changes_only_inside_the_mask():
     # the mask follows the prior (moved and blurred, not elsewhere): mostly inside its box +-30 %
     inside = m[..., 8:56, 12:52].sum() / m.sum()
     assert inside > 0.9
-    out2, _ = self_blend(x, prior, torch.Generator().manual_seed(0))
+    out2, _ = self_blend(x, prior, torch.Generator().manual_seed(0), strong=strong)
     assert torch.equal(out, out2)                          # reproducible from the generator
 
 
