@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model import gaussian_blur
+from ..faces.blur import gaussian_blur
 
 # ITU T.81 Annex K tables (luminance, chrominance), row-major 8x8.
 _Q_LUMA = [

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import metrics
-from . import warp as W
+from ..faces import warp as W
 
 # --------------------------------------------------------------------------------------------
 # image quality (SSIM / MS-SSIM are defined once, in faceprov.metrics; these are loss wrappers)
@@ -130,51 +130,7 @@ class IdentityConfig:
     jitter_shift: float = 0.03
 
 
-def _torch_module(rec) -> nn.Module | None:
-    if isinstance(rec, nn.Module):
-        return rec
-    best, n = None, 0
-    for v in vars(rec).values():
-        if isinstance(v, nn.Module):
-            k = sum(p.numel() for p in v.parameters()) + sum(b.numel() for b in v.buffers())
-            if best is None or k > n:
-                best, n = v, k
-    return best
-
-
-class FeatureTap:
-    """Forward hooks that record a recognizer's intermediate activations at relative depths."""
-
-    def __init__(self, rec, depths: tuple[float, ...]):
-        self.outputs: list[torch.Tensor] = []
-        self.active = False
-        mods: list[nn.Module] = []
-        if hasattr(rec, "feature_modules"):
-            mods = list(rec.feature_modules())
-        else:
-            root = _torch_module(rec)
-            if root is not None:
-                convs = [m for m in root.modules() if isinstance(m, nn.Conv2d)]
-                if convs:
-                    mods = [convs[min(len(convs) - 1, int(d * len(convs)))] for d in depths]
-        self.available = bool(mods)
-        self._handles = [m.register_forward_hook(self._hook) for m in mods]
-
-    def _hook(self, _m, _inp, out):
-        if self.active:
-            self.outputs.append(out)
-
-    @contextlib.contextmanager
-    def capture(self):
-        self.outputs, self.active = [], True
-        try:
-            yield self.outputs
-        finally:
-            self.active = False
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
+from ..recognizers.taps import FeatureTap, _torch_module  # noqa: E402,F401  (shared with recover/)
 
 
 def pick_targets(e0, identities: list | None) -> torch.Tensor:

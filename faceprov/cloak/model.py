@@ -38,7 +38,7 @@ ArcFace 5-point template scaled x2. 224 is the largest input of any recognizer h
 native resolution, dlib (150) and mobileface (112) get down-warps (anti-aliased), which is what
 happens to a perturbation in the real pipeline too. The ArcFace template is the pipeline's
 canonical alignment. Training re-warps the cloaked crop into each white-box recognizer's own
-template with `faceprov.cloak.warp` (see train.py for the context canvas around the crop).
+template with `faceprov.faces.warp` (see train.py for the context canvas around the crop).
 """
 from __future__ import annotations
 
@@ -186,23 +186,7 @@ class AdaptiveNoise(nn.Module):
         return h + self.scale * n
 
 
-def _gaussian_kernel1d(sigma: float, device, dtype) -> torch.Tensor:
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, device=device, dtype=dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return k / k.sum()
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur with reflect padding (scalar sigma)."""
-    if sigma <= 0:
-        return x
-    k = _gaussian_kernel1d(sigma, x.device, x.dtype)
-    r = k.numel() // 2
-    c = x.shape[1]
-    x = F.pad(x, (r, r, r, r), mode="reflect" if min(x.shape[-2:]) > r else "replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+from ..faces.blur import _gaussian_kernel1d, gaussian_blur  # noqa: E402,F401  (shared: faces/blur.py)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import warp as W
+from ..faces import warp as W
 from .dlw import DLW, DLWConfig
 from .losses import ssim
 

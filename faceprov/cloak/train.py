@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics
-from . import warp as W
+from ..faces import warp as W
 from .augment import Augment, AugmentConfig
 from .dlw import DLW, DLWConfig
 from .losses import (IdentityConfig, IdentityLoss, PatchDiscriminator, d_loss, g_loss, ms_ssim,

@@ -4,7 +4,7 @@ Shared terms
   identity     over white-box recognizers (default `dlib` + `faceres`; `mobileface` is refused:
                it stays a black box for the benchmark). The recovered and the true face are each
                re-warped from the recovery crop's template into the recognizer's own template and
-               size (`faceprov.cloak.warp.realign`, differentiable), then
+               size (`faceprov.faces.warp.realign`, differentiable), then
                    L = mean_r [ (1 - cos(e_r(pred), e_r(true)))
                                 + feature_weight * mean_k (1 - cos(f_rk(pred), f_rk(true))) ]
                f_rk: intermediate activations at relative depths `feature_depths` where the
@@ -74,7 +74,7 @@ class RecognizerIdentityLoss:
     def __init__(self, names=("dlib", "faceres"), *, size: int, context: float, recognizers: dict | None = None,
                  feature_weight: float = 0.5, feature_depths: tuple[float, ...] = (0.25, 0.5, 0.75),
                  device: str | torch.device = "cpu"):
-        from ..cloak.losses import FeatureTap
+        from ..recognizers.taps import FeatureTap
 
         names = list(recognizers) if recognizers is not None else list(names)
         bad = sorted(set(names) & BLACK_BOX)
@@ -97,7 +97,7 @@ class RecognizerIdentityLoss:
         return {n: int(r.dim) for n, r in self.recognizers.items()}
 
     def _run(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        from ..cloak.warp import realign
+        from ..faces.warp import realign
 
         r = self.recognizers[name]
         xr = realign(x.float(), self.template, r.template, r.input_size)

@@ -270,7 +270,7 @@ def evaluate(model, kind: str, data: dict, recognizer, size: int, context: float
     swapped face itself as the recovered face. Also SSIM of the recovered faces. DRFSI samples
     with `sample_steps` DDIM steps (default: the model's `sample_steps`) from its fixed seed."""
     from .. import metrics
-    from ..cloak.warp import realign
+    from ..faces.warp import realign
 
     tpl = crop_template(size, context)
     was = model.training

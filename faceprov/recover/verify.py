@@ -353,7 +353,7 @@ class Verifier:
     def embed_recovered(self, crops: np.ndarray, kind: str, recognizer=None) -> np.ndarray:
         """Embeddings of recovered crops (model size/context) under a recognizer (default: the
         match recognizer), realigned into the recognizer's own template."""
-        from ..cloak.warp import realign
+        from ..faces.warp import realign
 
         rec = recognizer or self.recognizer
         model = self.recovery[kind]

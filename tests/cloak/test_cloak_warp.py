@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from faceprov.cloak import warp as W
+from faceprov.faces import warp as W
 from faceprov.faces.templates import register_template, template
 
 torch.set_num_threads(1)
