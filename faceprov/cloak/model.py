@@ -43,7 +43,6 @@ template with `faceprov.faces.warp` (see train.py for the context canvas around 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
