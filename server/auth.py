@@ -111,6 +111,6 @@ class Authenticator:
 
 
 def _metrics_key():
-    from .app import METRICS
+    from .state import METRICS
 
     return METRICS

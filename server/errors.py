@@ -112,6 +112,6 @@ async def error_middleware(request: web.Request, handler):
 
 
 def _max_body_key():
-    from .app import MAX_BODY
+    from .state import MAX_BODY
 
     return MAX_BODY

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 from aiohttp import web
 
-from .app import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, VERIFY, WORKER
+from .state import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, VERIFY, WORKER
 from .auth import Principal
 from .errors import ApiError
 from .limits import MEDIA_TYPES, check_image, read_limited
