@@ -127,7 +127,11 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
         if cfg.get("self_blend"):
             lines.append(f"- self-blended pseudo-fakes (`faceprov/recover/self_blend.py`): "
                          f"{cfg['self_blend']:.0%} of the fake slots of each batch are real crops "
-                         "blended with an altered copy of themselves in a moved, blurred face mask")
+                         "blended with an altered copy of themselves in a moved, blurred face mask"
+                         + (" (strong variant: the SBI paper's wider source transforms)" if cfg.get("self_blend_strong")
+                            else ""))
+        if cfg.get("jpeg"):
+            lines.append(f"- JPEG re-encoding (quality 60-95) of {cfg['jpeg']:.0%} of the samples, real and fake")
     for k, (old, new) in changed.items():
         lines.append(f"- inference setting `{k}` = {new} (the run trained and evaluated with {old})"
                      + (f"; chosen by {why}" if why else ""))
@@ -137,7 +141,9 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
             lines += ["", "### The warm start's own training", "", parent]
     if trains:
         lines.append(f"- last training log line: `{json.dumps({k: v for k, v in trains[-1].items() if k != 'time'})}`")
-    lines += ["", "## Last held-out evaluation during training", ""]
+    lines += ["", "## Last held-out evaluation during training" if cfg.get("val_swaps") else
+              f"## Last evaluation during training (a {cfg.get('val_fraction', 0.1):.0%} validation split of the "
+              "training folders: same swap methods, other photos)", ""]
     if evals:
         e = {k: v for k, v in evals[-1].items() if k not in ("time", "kind")}
         lines.append(f"`{json.dumps(e)}`")
