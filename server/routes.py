@@ -182,14 +182,8 @@ async def readyz(request: web.Request) -> web.Response:
     if st.repo is None:
         checks["database"] = {"ok": False, "reason": st.reason}
     else:
-        from sqlalchemy import text
-
         try:
-            async def ping():
-                async with st.repo.read() as s:
-                    await s.execute(text("SELECT 1"))
-
-            await asyncio.wait_for(ping(), 3.0)
+            await asyncio.wait_for(st.repo.ping(), 3.0)
             checks["database"] = {"ok": True, "reason": None}
         except Exception as e:  # noqa: BLE001
             checks["database"] = {"ok": False, "reason": f"database not reachable: {type(e).__name__}"}
@@ -402,7 +396,7 @@ async def verify(request: web.Request) -> web.Response:
 async def get_evidence(request: web.Request) -> web.Response:
     p: Principal = await request.app[AUTH].require(request, "get_verification")
     v = await _own_verification(request, p)
-    png = request.app[VERIFY].evidence.get(v.id)
+    png = request.app[VERIFY].evidence.get(v["id"])
     if png is None:
         raise ApiError(404, "evidence_expired", "the evidence picture of this verification is no longer kept "
                        "(evidence stays in the server's memory only, for the most recent verifications)")
@@ -454,28 +448,20 @@ async def get_cloak(request: web.Request) -> web.Response:
     return _json(item)
 
 
-async def _own_verification(request: web.Request, p: Principal):
-    """The verification row when the caller may see it (404 otherwise, also for others' rows)."""
-    from sqlalchemy import select
-
-    from faceprov.store.models import Verification
+async def _own_verification(request: web.Request, p: Principal) -> dict:
+    """The verification when the caller may see it (404 otherwise, also for others' rows)."""
     from faceprov.store.repo import check_uuid
 
-    repo = _repo(request)
     vid = check_uuid(request.match_info["id"], "verification id")
-    async with repo.read() as s:
-        v = (await s.execute(select(Verification).where(Verification.id == vid))).scalars().first()
-    if v is None or (not p.sees_all and v.requester_id != p.account_id):
+    v = await _repo(request).get_verification(vid)
+    if v is None or (not p.sees_all and v["requester_id"] != p.account_id):
         raise ApiError(404, "not_found", f"no verification {vid}")
     return v
 
 
 async def get_verification(request: web.Request) -> web.Response:
     p: Principal = await request.app[AUTH].require(request, "get_verification")
-    v = await _own_verification(request, p)
-    created = v.created_at.isoformat() if v.created_at is not None else None
-    return _json({"id": v.id, "requester_id": v.requester_id, "created_at": created,
-                  "input_sha256": v.input_sha256, "verdict": v.verdict, "matches": v.matches})
+    return _json(await _own_verification(request, p))
 
 
 # ----------------------------------------------------------------------------- identities
@@ -540,22 +526,13 @@ async def enrol_identity(request: web.Request) -> web.Response:
     return _json({"id": iid, "label": label, "recognizers": sorted(emb), "box": box}, status=201)
 
 
-async def _identity_owner(repo, iid: str) -> str | None:
-    from sqlalchemy import select
-
-    from faceprov.store.models import Identity
-
-    async with repo.read() as s:
-        return (await s.execute(select(Identity.owner_id).where(Identity.id == iid))).scalar()
-
-
 async def forget_identity(request: web.Request) -> web.Response:
     from faceprov.store.repo import check_uuid
 
     p: Principal = await request.app[AUTH].require(request, "forget_identity")
     repo = _repo(request)
     iid = check_uuid(request.match_info["id"], "identity id")
-    owner = await _identity_owner(repo, iid)
+    owner = await repo.identity_owner(iid)
     if owner is None or (not p.sees_all and owner != p.account_id):
         raise ApiError(404, "not_found", f"no identity {iid}")
     return _json(await repo.forget(iid, actor=p.account_id))

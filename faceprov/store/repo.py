@@ -563,6 +563,28 @@ class Repo:
                 return h.identity_id, float(h.score)
         return None
 
+    async def ping(self) -> None:
+        """One trivial query (readiness checks)."""
+        from sqlalchemy import text
+
+        async with self.read() as s:
+            await s.execute(text("SELECT 1"))
+
+    async def get_verification(self, verification_id: str) -> dict | None:
+        vid = check_uuid(verification_id, "verification id")
+        async with self.read() as s:
+            v = await s.get(Verification, vid)
+            if v is None:
+                return None
+            return {"id": v.id, "requester_id": v.requester_id,
+                    "created_at": v.created_at.isoformat() if v.created_at is not None else None,
+                    "input_sha256": v.input_sha256, "verdict": v.verdict, "matches": v.matches}
+
+    async def identity_owner(self, identity_id: str) -> str | None:
+        iid = check_uuid(identity_id, "identity id")
+        async with self.read() as s:
+            return (await s.execute(select(Identity.owner_id).where(Identity.id == iid))).scalar()
+
     async def get_cloak(self, cloak_id: str) -> dict | None:
         """One cloak record as `history` gives it (owner_id included), or None."""
         cid = check_uuid(cloak_id, "cloak id")
