@@ -535,12 +535,7 @@ class Repo:
                        "face_pdqs_deleted": int(n_pdq or 0), "verifications_scrubbed": scrubbed,
                        "tombstone": True}
             await self._audit(s, actor, "identity.forget", "identity", ident.id, payload)
-        by: dict[int, list[int]] = {}
-        for eid, rid in embs:
-            by.setdefault(rid, []).append(eid)
-        for rid, ids in by.items():
-            await self.db.vectors.removed(rid, ids)
-        await self._purge_freed_pages()
+        await self._after_erase(embs)
         return {"identity_id": ident.id, **payload}
 
     async def owner_identity_match(self, owner: str, recognizer: Any, vector: Any, threshold: float,
@@ -643,13 +638,18 @@ class Repo:
                        "originals_deleted": int(n_orig or 0), "identities_forgotten": own,
                        "verifications_scrubbed": scrubbed}
             await self._audit(s, actor, "cloak.forget", "cloak", cid, payload)
+        await self._after_erase(embs)
+        return {"record_id": cid, **payload}
+
+    async def _after_erase(self, embs) -> None:
+        """After an erasure committed: drop the erased vectors from the index files, then make
+        the database give their pages back (embs: (embedding id, recognizer id) pairs)."""
         by: dict[int, list[int]] = {}
         for eid, rid in embs:
             by.setdefault(rid, []).append(eid)
         for rid, ids in by.items():
             await self.db.vectors.removed(rid, ids)
         await self._purge_freed_pages()
-        return {"record_id": cid, **payload}
 
     async def _purge_freed_pages(self) -> None:
         """SQLite: secure_delete zeroes erased rows in new pages; checkpointing the WAL into
