@@ -26,6 +26,7 @@ the hash of the bytes handed back (signed when signing is on).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass, field
@@ -275,7 +276,8 @@ class ProtectJob:
         protection = protection_claim(report, self.max_refine, self.not_measured)
         recording = self.repo is not None and options.record and owner is not None
         record_id = str(uuid.uuid4()) if recording else None
-        data, label = self.sign(res, record_id, options)
+        # signing is CPU work (hashing the image, ECDSA): off the event loop of a server
+        data, label = await asyncio.to_thread(self.sign, res, record_id, options)
         out = JobResult(res, data, hashlib.sha256(data).hexdigest(), hashes, protection, report,
                         record_id=record_id, c2pa_label=label)
         if before_record is not None:
