@@ -65,6 +65,9 @@ class Settings:
     # audit row gets an HMAC under it. From FACEPROV_AUDIT_KEY (>= 16 characters) or the contents
     # of FACEPROV_AUDIT_KEY_FILE. None: rows are hash-chained only.
     audit_key: bytes | None = field(default=None, repr=False)
+    # How long cloak records (with their bystanders' embeddings) are kept: `faceprov db expire`
+    # erases older ones (run it from cron). None: kept until erased.
+    retention_days: int | None = None
     # HTTP server (server/, `faceprov serve`).
     server_host: str = "127.0.0.1"
     server_port: int = 8765
@@ -141,6 +144,10 @@ def settings() -> Settings:
         kw["c2pa_cert"], kw["c2pa_key"] = local / "signer-chain.pem", local / "signer.key"
         if "c2pa_trust_anchors" not in kw and (local / "ca.pem").is_file():
             kw["c2pa_trust_anchors"] = local / "ca.pem"
+    if (v := _env("RETENTION_DAYS")):
+        kw["retention_days"] = int(v)
+        if kw["retention_days"] < 1:
+            raise ValueError("FACEPROV_RETENTION_DAYS must be a whole number of days >= 1")
     if (v := _env("AUDIT_KEY_FILE")):
         try:
             kw["audit_key"] = Path(v).expanduser().read_bytes().strip()

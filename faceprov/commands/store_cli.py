@@ -111,6 +111,33 @@ def db_downgrade(revision: str = typer.Argument("-1", help="target revision, -1,
     _say(f"database at {dbmod.current(url) or 'base (empty)'}")
 
 
+@db_app.command("expire")
+def db_expire(days: Optional[int] = typer.Option(None, "--days", min=1,
+                                                 help="erase cloak records older than this (default: FACEPROV_RETENTION_DAYS)"),
+              dry_run: bool = typer.Option(False, "--dry-run", help="list what would be erased"),
+              as_json: bool = typer.Option(False, "--json"), db: Optional[str] = DbOpt) -> None:
+    """Erase cloak records past the retention period (each leaves a tombstone in the audit chain)."""
+    import datetime as dt
+
+    from faceprov.config import settings
+
+    days = days or settings().retention_days
+    if not days:
+        _fail("no retention period: give --days N or set FACEPROV_RETENTION_DAYS")
+    cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)
+
+    async def go():
+        async with _repo(db) as repo:
+            return await repo.expire_cloaks(cutoff, dry_run=dry_run)
+
+    ids = _run(go())
+    doc = {"older_than": cutoff.isoformat(), "days": days, "dry_run": dry_run, "records": ids}
+    if as_json:
+        _emit(doc)
+    else:
+        print(f"{'would erase' if dry_run else 'erased'} {len(ids)} cloak record(s) older than {days} days")
+
+
 @db_app.command("current")
 def db_current(db: Optional[str] = DbOpt,
                as_json: bool = typer.Option(False, "--json")) -> None:

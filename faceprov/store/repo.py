@@ -641,6 +641,19 @@ class Repo:
         await self._after_erase(embs)
         return {"record_id": cid, **payload}
 
+    async def expire_cloaks(self, older_than: Any, actor: str = SYSTEM_ACTOR, dry_run: bool = False,
+                            limit: int = MAX_LIMIT) -> list[str]:
+        """Erase (as `forget_cloak`, one tombstone each) the cloak records made before
+        `older_than`; returns their ids (only lists them with dry_run)."""
+        cutoff = check_time(older_than, "older_than")
+        async with self.read() as s:
+            ids = list((await s.execute(select(CloakRecord.id).where(CloakRecord.created_at < cutoff)
+                                        .order_by(CloakRecord.created_at).limit(check_limit(limit)))).scalars())
+        if not dry_run:
+            for cid in ids:
+                await self.forget_cloak(cid, actor=actor)
+        return ids
+
     async def _after_erase(self, embs) -> None:
         """After an erasure committed: drop the erased vectors from the index files, then make
         the database give their pages back (embs: (embedding id, recognizer id) pairs)."""

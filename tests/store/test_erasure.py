@@ -76,3 +76,56 @@ def test_forget_cloak_and_identity(url):
         finally:
             await repo.db.close()
     arun(go())
+
+
+def test_db_expire_erases_records_past_retention(url, monkeypatch):
+    import json
+
+    from faceprov.config import reset_settings
+    from test_cli import _sql, cli
+
+    rng = np.random.default_rng(6)
+
+    async def make():
+        repo = await open_repo(url)
+        try:
+            await repo.create_account("alice")
+            out = []
+            for i in range(2):
+                img = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+                out.append((await repo.record_cloak(
+                    owner="alice", model_name="m", model_version="1", strength="mid",
+                    input_sha256=hashlib.sha256(b"x%d" % i).hexdigest(),
+                    output_sha256=hashlib.sha256(b"y%d" % i).hexdigest(), output_image=img,
+                    faces=[FaceInput(box=(4, 4, 40, 40), embeddings={"dlib@19.24": unit(rng, 128)})])).id)
+            return out
+        finally:
+            await repo.db.close()
+    old, new = arun(make())
+    # the first record was made long ago (the table has no guard: only audit_log has one)
+    import datetime as dt
+
+    when = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc) if url.startswith("postgresql") else "2000-01-01 00:00:00"
+    arun(_sql(url, ("UPDATE cloak_records SET created_at = :t WHERE id = :i", {"t": when, "i": old})))
+    r = cli("db", "expire", "--db", url)
+    assert r.exit_code == 2 and "retention" in r.stderr
+    monkeypatch.setenv("FACEPROV_RETENTION_DAYS", "30")
+    reset_settings()
+    try:
+        doc = json.loads(cli("db", "expire", "--dry-run", "--json", "--db", url).stdout)
+        assert doc["records"] == [old] and doc["dry_run"]
+        doc = json.loads(cli("db", "expire", "--json", "--db", url).stdout)
+        assert doc["records"] == [old]
+        assert json.loads(cli("db", "expire", "--json", "--db", url).stdout)["records"] == []
+    finally:
+        monkeypatch.delenv("FACEPROV_RETENTION_DAYS")
+        reset_settings()
+
+    async def check():
+        repo = await open_repo(url)
+        try:
+            assert await repo.get_cloak(old) is None and (await repo.get_cloak(new))["id"] == new
+            assert (await repo.verify_chain()).ok
+        finally:
+            await repo.db.close()
+    arun(check())
