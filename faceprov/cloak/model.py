@@ -72,6 +72,11 @@ class CloakConfig:
     noise: bool = True          # adaptive random noise in the Perturbation block (training)
     budget_condition: bool = True
     delta_smooth: float = 0.0   # sigma (px) of a Gaussian low-pass on r before tanh; 0 = off
+    # "uniform": |change| <= budget everywhere. "texture": a per-pixel bound budget * m(x) with m
+    # from the local luminance contrast (see `texture_map`), scaled so its RMS over the crop is 1:
+    # the same largest possible MSE as the uniform bound, moved from smooth skin to hair, edges and
+    # texture, where the eye does not see it (issue 14 item 3).
+    budget_shape: str = "uniform"
     budgets: dict[str, float] = field(default_factory=lambda: dict(STRENGTHS))
     default_strength: str = "mid"
     # What the budget channel is divided by. None: the largest named budget (the first models);
@@ -187,6 +192,28 @@ class AdaptiveNoise(nn.Module):
 
 from ..faces.blur import _gaussian_kernel1d, gaussian_blur  # noqa: E402,F401  (shared: faces/blur.py)
 
+BUDGET_SHAPES = ("uniform", "texture")
+
+
+def texture_map(x: torch.Tensor, window: int = 7, lo: float = 0.25, hi: float = 2.5) -> torch.Tensor:
+    """Per-pixel budget multiplier m (N,1,H,W) for `budget_shape="texture"`.
+
+    m follows the local standard deviation of luminance over a `window` x `window` patch relative
+    to the crop's mean, clipped to [lo, hi] (so smooth skin keeps a quarter of the budget and busy
+    texture up to 2.5x), then scaled so that sqrt(mean(m^2)) = 1 per crop: at saturation the change
+    has exactly the energy (MSE, so PSNR) of the uniform bound. Depends only on the input, never on
+    the network, so the bound holds by construction (no gradient flows through it)."""
+    with torch.no_grad():
+        xf = x.float()
+        y = 0.299 * xf[:, :1] + 0.587 * xf[:, 1:2] + 0.114 * xf[:, 2:3]
+        pad = window // 2
+        mu = F.avg_pool2d(y, window, 1, pad, count_include_pad=False)
+        var = F.avg_pool2d(y * y, window, 1, pad, count_include_pad=False) - mu * mu
+        std = var.clamp_min(1e-10).sqrt()
+        m = (std / (std.mean((2, 3), keepdim=True) + 1e-6)).clamp(lo, hi)
+        m = m / m.pow(2).mean((2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+        return m.clamp(max=hi)
+
 
 # --------------------------------------------------------------------------------------------
 # the model
@@ -198,6 +225,8 @@ class CloakModel(nn.Module):
         self.config = cfg = config or CloakConfig()
         if cfg.size % 16:
             raise ValueError("CloakConfig.size must be a multiple of 16")
+        if cfg.budget_shape not in BUDGET_SHAPES:
+            raise ValueError(f"unknown budget_shape {cfg.budget_shape!r}; known: {', '.join(BUDGET_SHAPES)}")
         w, r = cfg.width, cfg.se_reduction
         # ID-Extraction
         self.id_stem = ConvBlock(3, w, k=7, stride=2)
@@ -269,12 +298,19 @@ class CloakModel(nn.Module):
 
     def forward(self, x: torch.Tensor, strength: str | float | torch.Tensor | None = None,
                 stochastic: bool | None = None) -> torch.Tensor:
-        """x: aligned crops (N,3,S,S) in [0,1] -> cloaked crops, |cloaked - x| <= budget."""
+        """x: aligned crops (N,3,S,S) in [0,1] -> cloaked crops, |cloaked - x| <= bound(x), the
+        bound being `budget` (uniform) or `budget * texture_map(x)` (texture)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected (N,3,H,W) crops, got {tuple(x.shape)}")
         budget = self.budget_of(strength, x.shape[0], x.device)
         r = self.residual(x, budget, stochastic=stochastic).float()  # full precision under autocast
-        return (x.float() + budget * torch.tanh(r)).clamp(0, 1).to(x.dtype)
+        return (x.float() + self.bound(x, budget) * torch.tanh(r)).clamp(0, 1).to(x.dtype)
+
+    def bound(self, x: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+        """The per-pixel L-inf bound on the change: (N,1,1,1) uniform or (N,1,H,W) texture-shaped."""
+        if self.config.budget_shape == "texture":
+            return budget * texture_map(x)
+        return budget
 
     @torch.no_grad()
     def cloak(self, x: torch.Tensor, strength: str | float | None = None) -> torch.Tensor:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import metrics
@@ -51,7 +52,12 @@ DEFAULT_EVAL_RECOGNIZERS = ["faceres", "faceres-deep", "dlib", "dlib-native", "f
                             "arcface-onnx"]
 # CloakConfig fields that are settings of the network's use, not of its weights: a warm start may
 # change them (e.g. move the strengths along the measured frontier).
-_NON_ARCH_FIELDS = ("budgets", "default_strength", "budget_scale")
+# Config fields a warm start may change: they own no parameters.
+_NON_ARCH_FIELDS = ("budgets", "default_strength", "budget_scale", "budget_shape")
+# Block counts a warm start may raise: the extra SE-ResBlocks are appended to their Sequential and
+# start as exact identities (see `grow_into`).
+_GROWABLE_FIELDS = ("n_pert", "n_feat")
+WEIGHTINGS = ("dlw", "uniform")
 
 
 @dataclass
@@ -78,6 +84,9 @@ class TrainConfig:
     adv_start: int = 1000               # generator feels the discriminator from this step
     disc_width: int = 64
     lambda_id: float = 1.0
+    # How the per-recognizer identity losses are combined: "dlw" (Dynamic Loss Weighting, dlw.py)
+    # or "uniform" (plain mean; DLW still runs and logs the weights it would have used).
+    weighting: str = "dlw"
     train_strengths: list[str] = field(default_factory=lambda: ["low", "mid", "high"])
     # L-inf budgets drawn uniformly from [lo, hi] (in 1/255) instead of the named strengths: the
     # budget-conditioned network then covers the whole range, and low / mid / high are chosen
@@ -345,6 +354,33 @@ def evaluate(model: CloakModel, canvases: torch.Tensor, canvas_template: str, ma
 # the loop
 
 
+def grow_into(init: CloakModel, model: CloakModel) -> list[str]:
+    """Copy a trained model's weights into `model` (same architecture, or more Perturbation /
+    Feature blocks: `_GROWABLE_FIELDS`). Each extra SE-ResBlock gets the last BatchNorm of its body
+    zeroed, so it adds 0 to its shortcut and the ReLU after it passes its (already non-negative)
+    input: the grown model starts as exactly the trained one. Returns the grown fields."""
+    a, b = init.config, model.config
+    arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _NON_ARCH_FIELDS + _GROWABLE_FIELDS}  # noqa: E731
+    if arch(a) != arch(b) or abs(a.condition_scale - b.condition_scale) > 1e-9 or any(
+            getattr(b, f) < getattr(a, f) for f in _GROWABLE_FIELDS):
+        raise ValueError("init_from: its model config differs from this run's (only "
+                         f"{', '.join(_GROWABLE_FIELDS)} may grow)")
+    missing, unexpected = model.load_state_dict(init.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"init_from: unexpected weights {unexpected[:3]}")
+    grown = [f for f in _GROWABLE_FIELDS if getattr(b, f) > getattr(a, f)]
+    seqs = {"n_pert": (model.pert_blocks, a.n_pert), "n_feat": (model.feat_blocks, a.n_feat)}
+    for f in grown:
+        seq, keep = seqs[f]
+        for blk in list(seq)[keep:]:
+            nn.init.zeros_(blk.body[-1].weight)
+            nn.init.zeros_(blk.body[-1].bias)
+    left = [k for k in missing if not k.startswith(("pert_blocks.", "feat_blocks."))]
+    if left:
+        raise ValueError(f"init_from: no weights for {left[:3]}")
+    return grown
+
+
 def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak", resume: bool = True,
           progress: bool = True, *, recognizers: dict | None = None,
           eval_recognizers: dict | None = None) -> dict:
@@ -354,6 +390,8 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     use tiny stand-ins); by default `config.identity.recognizers` / `config.eval_recognizers`
     come from `faceprov.recognizers.get`."""
     cfg = config or TrainConfig()
+    if cfg.weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {cfg.weighting!r}; known: {', '.join(WEIGHTINGS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = JsonLog(out / "train.log.jsonl")
@@ -434,12 +472,10 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
     else:
         if cfg.init_from:
             init = CloakModel.from_pretrained(cfg.init_from)
-            arch = lambda c: {k: v for k, v in c.to_dict().items() if k not in _NON_ARCH_FIELDS}  # noqa: E731
-            if arch(init.config) != arch(mcfg) or abs(init.config.condition_scale - mcfg.condition_scale) > 1e-9:
-                raise ValueError(f"init_from {cfg.init_from}: its model config differs from this run's")
-            model.load_state_dict(init.state_dict())
+            grown = grow_into(init, model)
             log.write({"kind": "info", "msg": f"warm start from {cfg.init_from} "
-                       f"(trained {getattr(init, 'metadata', {}).get('step')} steps)"})
+                       f"(trained {getattr(init, 'metadata', {}).get('step')} steps)"
+                       + (f"; grown by {', '.join(grown)} identity blocks" if grown else "")})
         log.write({"kind": "info", "msg": "start", "parameters": model.num_parameters(),
                    "device": str(dev), "train_images": len(data), "white_box": list(recs),
                    "eval": list(evrecs)})
@@ -487,7 +523,11 @@ def train(config: TrainConfig | None = None, out_dir: str | Path = "runs/cloak",
         ref = idloss.reference(canvas)
         losses, stats = idloss(aug, canvas, reference=ref, identities=who)
         w = dlw.update({k: v.detach() for k, v in losses.items()}, epoch=step // steps_per_epoch)
-        l_id = dlw.combine(losses) / len(losses)
+        if cfg.weighting == "uniform":
+            w = {k: 1.0 for k in losses}
+            l_id = sum(losses.values()) / len(losses)
+        else:
+            l_id = dlw.combine(losses) / len(losses)
         mse = F.mse_loss(cloaked, crop)
         q = perc(cloaked, crop)
         pf = None if cfg.psnr_floor is None else cfg.psnr_floor + 20 * torch.log10(b_ref / budget)

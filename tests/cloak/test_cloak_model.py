@@ -97,3 +97,25 @@ def test_load_default_names_the_training_command(tmp_path, monkeypatch):
         M.load_default()
     CloakModel(CloakConfig.tiny()).save_pretrained(tmp_path / "nothing")
     assert M.load_default().config.size == 32
+
+
+def test_texture_budget_moves_the_change_into_texture_at_the_same_energy():
+    """budget_shape="texture": the per-pixel bound is budget * m(x), larger where the image is
+    busy than on a smooth area, and at saturation the change has the uniform bound's RMS."""
+    torch.manual_seed(0)
+    x = torch.full((1, 3, 32, 32), 0.5)
+    x[..., :, 16:] += 0.2 * torch.rand(1, 3, 32, 16)  # right half textured, left half flat
+    m = M.texture_map(x)
+    assert m.shape == (1, 1, 32, 32)
+    assert m[..., 4:28, 20:28].mean() > 3 * m[..., 4:28, 2:10].mean()
+    assert float(m.pow(2).mean().sqrt()) == pytest.approx(1.0, abs=0.05)
+    net = CloakModel(CloakConfig.tiny(budget_shape="texture"))
+    with torch.no_grad():
+        net.out3.weight.normal_(0, 5.0)  # saturate tanh
+    y = net.cloak(x, "high")
+    d = (y - x).abs()
+    assert (d <= STRENGTHS["high"] * m + 1e-6).all()  # the shaped bound holds per pixel
+    assert d[..., 4:28, 20:28].mean() > 2 * d[..., 4:28, 2:10].mean()
+    assert float(d.pow(2).mean().sqrt()) == pytest.approx(STRENGTHS["high"], rel=0.35)
+    with pytest.raises(ValueError, match="budget_shape"):
+        CloakModel(CloakConfig.tiny(budget_shape="blotchy"))

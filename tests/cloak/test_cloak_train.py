@@ -138,3 +138,37 @@ def test_warm_start_with_new_strengths_and_a_budget_range(tmp_path, tiny_recs):
                            model=CloakConfig.tiny(budgets=moved))  # scale = 12/255, not 8/255
     with pytest.raises(ValueError, match="init_from"):
         train(bad, tmp_path / "bad", progress=False, recognizers=tiny_recs, eval_recognizers={})
+
+
+def test_grown_model_starts_as_the_trained_one(tmp_path, tiny_recs):
+    """A warm start may add Perturbation / Feature blocks; they start as identities, so the grown
+    model's output equals the trained model's before its first step."""
+    from faceprov.cloak.model import CloakConfig
+    from faceprov.cloak.train import grow_into
+
+    first = tmp_path / "first"
+    train(TrainConfig.tiny(steps=2), first, progress=False, recognizers=tiny_recs, eval_recognizers={})
+    src = CloakModel.from_pretrained(first / "model")
+    with torch.no_grad():
+        src.out3.weight.normal_(0, 1.0)  # a model whose output visibly depends on its blocks
+    big = CloakModel(CloakConfig.tiny(n_pert=3, n_feat=2))
+    assert grow_into(src, big) == ["n_pert", "n_feat"]
+    assert big.num_parameters() > src.num_parameters()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(big.cloak(x, "mid"), src.cloak(x, "mid"), atol=1e-6)
+    with pytest.raises(ValueError, match="may grow"):
+        grow_into(big, CloakModel(CloakConfig.tiny()))  # shrinking is not growing
+    cfg = TrainConfig.tiny(steps=1, init_from=str(first / "model"), model=CloakConfig.tiny(n_pert=2))
+    train(cfg, tmp_path / "grown", progress=False, recognizers=tiny_recs, eval_recognizers={})
+    assert any("grown by n_pert" in r.get("msg", "") for r in _log(tmp_path / "grown"))
+
+
+def test_uniform_weighting_uses_weight_one(tmp_path, tiny_recs):
+    train(TrainConfig.tiny(steps=3, weighting="uniform"), tmp_path / "u", progress=False,
+          recognizers=tiny_recs, eval_recognizers={})
+    recs = [r for r in _log(tmp_path / "u") if r.get("kind") == "train"]
+    assert recs and all(set(r["dlw"].values()) == {1.0} for r in recs)
+    assert recs[-1]["id"] == pytest.approx(sum(recs[-1]["id_terms"].values()) / len(recs[-1]["id_terms"]), rel=1e-5)
+    with pytest.raises(ValueError, match="weighting"):
+        train(TrainConfig.tiny(steps=1, weighting="random"), tmp_path / "bad", progress=False,
+              recognizers=tiny_recs, eval_recognizers={})
