@@ -25,9 +25,19 @@ def _configure(connection) -> None:
     )
 
 
+# Key of the PostgreSQL advisory lock every migration run takes ("face" in ASCII): replicas that
+# start at once upgrade one after the other; the later ones find the schema current and do
+# nothing. (SQLite runs are serialised by a lock file in faceprov.store.db.upgrade.)
+MIGRATION_LOCK_KEY = 0x66616365
+
+
 def _run_sync(connection) -> None:
     _configure(connection)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # transaction-scoped: released by the commit (or rollback) of this migration run,
+            # and taken before Alembic reads the current revision
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -250,6 +251,36 @@ class AuditLog(Base):
     # "<key id>:<HMAC-SHA256(audit key, seq:row_hash)>" when an audit key is configured (0003);
     # the database refuses UPDATE and DELETE of audit rows except setting a missing MAC once.
     row_mac: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class RateBucket(Base):
+    """A token bucket shared by every server replica (0004): `tokens` left at `updated_at`
+    (seconds since the epoch). Keys are API-key ids or "ip:<address>", never request content."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class EphemeralBlob(Base):
+    """Short-lived bytes any replica may be asked for later (0004): a verification's evidence
+    picture, the stored answer to an idempotent upload. Each has an expiry, each kind a byte
+    budget (oldest dropped first), and erasure removes the ones of the erased records."""
+
+    __tablename__ = "ephemeral_blobs"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    owner_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # what the blob belongs to (a verification or cloak id), so erasure can find it
+    ref_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    state: Mapped[str] = mapped_column(String(8))  # "pending" (being made) | "ready"
+    content_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    headers: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 GENESIS_HASH = "0" * 64

@@ -36,6 +36,7 @@ from .models import (
     AuditHead,
     AuditLog,
     CloakFace,
+    EphemeralBlob,
     CloakRecord,
     Identity,
     IdentityEmbedding,
@@ -194,6 +195,16 @@ class Repo:
     def __init__(self, db: Database, audit_key: bytes | None = None):
         self.db = db
         self._audit_key = audit_key
+        self._shared = None
+
+    @property
+    def shared(self):
+        """Rate-limit buckets and short-lived blobs every server replica sees (store/shared.py)."""
+        if self._shared is None:
+            from .shared import SharedState
+
+            self._shared = SharedState(self.db)
+        return self._shared
 
     @property
     def audit_key(self) -> bytes | None:
@@ -529,6 +540,8 @@ class Repo:
                                                              CloakFace.pdq.is_not(None))
                                      .values(pdq=None, pdq_quality=None))).rowcount
             scrubbed = await _scrub_verifications(s, {ident.id})
+            # evidence pictures of those verifications, stored answers showing the person's photos
+            await _drop_blobs(s, [*scrubbed, *(await s.execute(cloaks)).scalars().all()])
             ident.forgotten_at = utcnow()
             ident.label = None
             payload = {"embeddings_deleted": len(embs), "originals_deleted": int(n_orig),
@@ -634,6 +647,7 @@ class Repo:
                 await s.execute(update(Identity).where(Identity.id.in_(own))
                                 .values(forgotten_at=utcnow(), label=None))
             scrubbed = await _scrub_verifications(s, {cid, *own})
+            await _drop_blobs(s, [cid, *scrubbed])  # the stored answer (cloaked photo), evidence
             payload = {"tombstone": True, "faces": len(faces), "embeddings_deleted": len(embs),
                        "originals_deleted": int(n_orig or 0), "identities_forgotten": own,
                        "verifications_scrubbed": scrubbed}
@@ -1240,6 +1254,12 @@ class Repo:
                 await s.execute(update(AuditLog).where(AuditLog.seq == seq, AuditLog.row_mac.is_(None))
                                 .values(row_mac=chain.row_mac(key, seq, h)))
         return {"signed": len(todo), "rows": len(rows), "key_id": chain.key_id(key)}
+
+
+async def _drop_blobs(s: AsyncSession, ref_ids: list[str]) -> None:
+    """Erase the short-lived blobs (evidence, idempotent answers) that belong to `ref_ids`."""
+    if ref_ids:
+        await s.execute(delete(EphemeralBlob).where(EphemeralBlob.ref_id.in_(sorted(set(ref_ids)))))
 
 
 async def _scrub_verifications(s: AsyncSession, ids: set[str]) -> list[str]:
