@@ -17,7 +17,7 @@ import uuid
 
 from aiohttp import web
 
-from .auth import Authenticator
+from .auth import Authenticator, SharedRateLimiter
 from .errors import error_middleware
 from .limits import CorsPolicy, RateLimiter, cors_middleware, setup_logging
 from .metrics import Metrics
@@ -167,12 +167,14 @@ def create_app(cfg: ServerConfig | None = None) -> web.Application:
     app[MAX_BODY] = cfg.max_body
     app[MODEL] = ModelState()
     app[DB] = DbState()
-    from collections import OrderedDict
-
-    app[VERIFY] = VerifyState(evidence=OrderedDict())
+    app[VERIFY] = VerifyState()
     app[WORKER] = CloakWorker(None, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
                               queue_size=cfg.queue_size, cpu_threads=cfg.cpu_threads, metrics=metrics)
-    app[AUTH] = Authenticator(None, RateLimiter(cfg.rate_limit, cfg.rate_burst))
+    if cfg.rate_limit_store not in ("shared", "memory"):
+        raise ValueError(f"rate_limit_store must be 'shared' or 'memory', not {cfg.rate_limit_store!r}")
+    app[AUTH] = auth = Authenticator(None, RateLimiter(cfg.rate_limit, cfg.rate_burst))
+    if cfg.rate_limit_store == "shared":  # every replica takes from the same buckets
+        auth.limiter = SharedRateLimiter(auth, cfg.rate_limit, cfg.rate_burst)
     from faceprov.cloak.model import STRENGTHS
 
     app[SPEC] = build_spec(max_refine=cfg.max_refine, max_body=cfg.max_body, max_pixels=cfg.max_pixels,

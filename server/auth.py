@@ -8,6 +8,7 @@ client does not cost one database read per request; revocation takes effect with
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -64,6 +65,19 @@ def key_from_headers(headers) -> str | None:
     return None
 
 
+class SharedRateLimiter:
+    """Token buckets in the database (faceprov.store.shared): every replica takes from the same
+    bucket, so `--workers N` or N servers on one PostgreSQL give a key the rate of one process."""
+
+    def __init__(self, auth: "Authenticator", rate: float, burst: int):
+        self.auth, self.rate, self.burst = auth, float(rate), int(burst)
+
+    async def take(self, key: str, cost: float = 1.0) -> float:
+        if self.rate <= 0:
+            return 0.0
+        return await self.auth.repo.shared.take("key:" + key, self.rate, self.burst, cost)
+
+
 class Authenticator:
     def __init__(self, repo, limiter, cache_seconds: float = AUTH_CACHE_SECONDS):
         self.repo, self.limiter, self.cache_seconds = repo, limiter, cache_seconds
@@ -102,6 +116,8 @@ class Authenticator:
             raise ApiError(403, "forbidden",
                            f"role {p.role!r} may not use this endpoint (allowed: {', '.join(sorted(allowed))})")
         wait = self.limiter.take(p.key_id)
+        if inspect.isawaitable(wait):  # the shared (database) limiter
+            wait = await wait
         if wait > 0:
             request.app[_metrics_key()].rejected.inc(reason="rate_limited")
             raise ApiError(429, "rate_limited", "too many requests for this API key; slow down",

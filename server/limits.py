@@ -104,9 +104,9 @@ class CorsPolicy:
         return bool(_EXTENSION_ORIGIN.fullmatch(origin)) or origin in self.origins
 
 
-ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type"
+ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, Idempotency-Key"
 EXPOSE_HEADERS = ("X-Faceprov-Record-Id, X-Faceprov-Faces, X-Faceprov-Skipped, X-Faceprov-Summary, "
-                  "X-Faceprov-Protection, X-Request-Id, Retry-After")
+                  "X-Faceprov-Protection, X-Faceprov-C2PA, Idempotent-Replayed, X-Request-Id, Retry-After")
 
 
 def cors_middleware(policy: CorsPolicy):

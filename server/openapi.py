@@ -108,7 +108,12 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
                             "answer is JSON with the protection report and the image in base64. Options may "
                             "also be sent as multipart form fields. "
                             f"Limits: body {max_body} bytes, {max_pixels} pixels. " + _roles("cloak")),
-            "parameters": cloak_params,
+            "parameters": cloak_params + [{
+                "name": "Idempotency-Key", "in": "header", "required": False,
+                "description": ("1-128 printable ASCII characters. A repeat with the same key (same account, "
+                                "photo and options) answers the first request's stored answer with "
+                                "`Idempotent-Replayed: true`, from any replica, and makes no second record."),
+                "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[\\x21-\\x7e]+$"}}],
             "requestBody": _image_body({"strength": strength, "refine": refine, "report": flag,
                                         "keep_gps": flag, "retain_original": flag}),
             "responses": {
@@ -120,7 +125,9 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
                 **_auth_errors(),
                 "413": _err("body or pixel count over the limit"),
                 "415": _err("not a JPEG, PNG, WebP or HEIC image"),
-                "422": _err("no face large or clear enough to protect"),
+                "409": _err("a request with this Idempotency-Key is still being worked on", RETRY),
+                "422": _err("no face large or clear enough to protect, or an Idempotency-Key reused "
+                            "for a different photo or options"),
                 "503": _err("queue full (Retry-After), cloak model not loaded, or a recognizer that "
                             "`refine` needs is not installed", RETRY),
                 "504": _err("the request took longer than the server's per-request timeout"),
@@ -132,7 +139,7 @@ def build_spec(max_refine: int = 50, max_body: int = 40 * 1024 * 1024, max_pixel
                             "source and target faces with the recovery models present (DFREC, DRFSI, DRN), "
                             "then matches them against the identity registry. The verification is recorded "
                             "(verdict and matched identity ids; no pixels, no embeddings); the evidence picture "
-                            "is kept in memory only, at `evidence_url`. Answers 503 `not_available` when no "
+                            "is kept for a limited time (any replica serves it), at `evidence_url`. Answers 503 `not_available` when no "
                             "verification model is installed — never a made-up verdict. " + _roles("verify")),
             "parameters": [{"name": "always_recover", "in": "query", "schema": {"type": "boolean"}}],
             "requestBody": _image_body({"always_recover": flag}),

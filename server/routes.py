@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from .state import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, VERIFY, WORKER
 from .auth import Principal
+from . import idempotency
 from .errors import ApiError
 from .limits import MEDIA_TYPES, check_image, read_limited
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -255,14 +257,33 @@ async def cloak(request: web.Request) -> web.Response:
 
     app = request.app
     p: Principal = await app[AUTH].require(request, "cloak")
-    cfg, worker, m = app[CONFIG], app[WORKER], app[METRICS]
+    cfg = app[CONFIG]
     data, fields = await read_image(request, cfg.max_body)
     opts = cloak_options(request, fields)
     check_image(data)
     repo = _repo(request)
-    job = _job(request, repo)
     jopts = JobOptions(strength=opts.strength, refine=opts.refine, keep_gps=opts.keep_gps, report=opts.report,
                        retain_original=opts.retain_original)
+    claim = None
+    if (idem := idempotency.key_of(request)) is not None:
+        claim = await idempotency.begin(repo, cfg, p.account_id, idem, data, dataclasses.asdict(jopts))
+        if isinstance(claim, web.Response):  # the stored answer of the first request with this key
+            return claim
+    try:
+        resp, record_id = await _cloak(request, p, data, opts, jopts, repo)
+    except BaseException:
+        if claim is not None:
+            await asyncio.shield(claim.fail())
+        raise
+    if claim is not None:  # the record exists: store its answer even if the client has gone
+        await asyncio.shield(claim.finish(resp, record_id))
+    return resp
+
+
+async def _cloak(request: web.Request, p: Principal, data: bytes, opts, jopts, repo) -> tuple[web.Response, str]:
+    app = request.app
+    cfg, worker, m = app[CONFIG], app[WORKER], app[METRICS]
+    job = _job(request, repo)
     alive = _alive(request)
     stage = "admit"
 
@@ -322,8 +343,8 @@ async def cloak(request: web.Request) -> web.Response:
     if opts.report:
         doc = {"record_id": out.record_id, "summary": out.summary(), "report": rep,
                "image": {"media_type": media, "base64": base64.b64encode(out.data).decode()}}
-        return _json(doc, headers=headers)
-    return web.Response(body=out.data, headers={**headers, "Content-Type": media})
+        return _json(doc, headers=headers), out.record_id
+    return web.Response(body=out.data, headers={**headers, "Content-Type": media}), out.record_id
 
 
 # ----------------------------------------------------------------------------- verify
@@ -384,10 +405,12 @@ async def verify(request: web.Request) -> web.Response:
                for f in res.faces for side in ("source", "target") for a in [f.answer.get(side) or {}]
                if a.get("identity") and (a.get("candidate") or {}).get("identity_id")]
     vid = await repo.record_verification(p.account_id, res.input_sha256, res.verdict, matches)
-    ev = vs.evidence
-    ev[vid] = png
-    while len(ev) > max(1, cfg.evidence_cache):
-        ev.popitem(last=False)
+    # in the database, so another replica can serve evidence_url; it expires, and erasing a record
+    # or an identity the verification names removes it
+    from faceprov.store.shared import EVIDENCE
+
+    await repo.shared.put(EVIDENCE, vid, png, ttl=cfg.evidence_ttl, content_type="image/png",
+                          owner_id=p.account_id, ref_id=vid, max_bytes=cfg.evidence_max_bytes)
     doc = finite({"id": vid, **res.to_json(), "provenance": prov,
                   "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
     return _json(doc)
@@ -396,11 +419,15 @@ async def verify(request: web.Request) -> web.Response:
 async def get_evidence(request: web.Request) -> web.Response:
     p: Principal = await request.app[AUTH].require(request, "get_verification")
     v = await _own_verification(request, p)
-    png = request.app[VERIFY].evidence.get(v["id"])
-    if png is None:
+    from faceprov.store.shared import EVIDENCE
+
+    blob = await _repo(request).shared.get(EVIDENCE, v["id"])
+    if blob is None:
+        ttl = request.app[CONFIG].evidence_ttl
         raise ApiError(404, "evidence_expired", "the evidence picture of this verification is no longer kept "
-                       "(evidence stays in the server's memory only, for the most recent verifications)")
-    return web.Response(body=png, content_type="image/png")
+                       f"(evidence is kept for {ttl / 60:g} minutes, within a storage budget, and erased "
+                       "with the records it shows)")
+    return web.Response(body=blob.body, content_type="image/png")
 
 
 # ----------------------------------------------------------------------------- history
@@ -548,12 +575,8 @@ async def forget_cloak(request: web.Request) -> web.Response:
     row = await repo.get_cloak(cid)
     if row is None or (p.role != "admin" and row["owner_id"] != p.account_id):
         raise ApiError(404, "not_found", f"no cloak record {cid}")
-    res = await repo.forget_cloak(cid, viewer=p.account_id)
-    ev = request.app[VERIFY].evidence
-    for vid in res["verifications_scrubbed"]:  # evidence pictures of those verifications show the faces
-        if ev is not None:
-            ev.pop(vid, None)
-    return _json(res)
+    # the store erases the evidence and stored answers that show this record's faces, too
+    return _json(await repo.forget_cloak(cid, viewer=p.account_id))
 
 
 # ----------------------------------------------------------------------------- audit

@@ -42,7 +42,16 @@ class ServerConfig:
     verify_model: str = "all"  # dfrec | drfsi | drn | all (the recovery models present)
     ism_model: Any = None      # ISM folder; None: faceprov/weights/ism
     verifier: Any = None       # a ready Verifier (tests); skips loading
-    evidence_cache: int = 256  # evidence pictures kept in memory (never in the database)
+    # Evidence pictures and the stored answers to uploads sent with an Idempotency-Key live in the
+    # database (store/shared.py), so any replica serves them: for this long, within this many bytes
+    # (oldest dropped first), and erasure removes them with the records they show.
+    evidence_ttl: float = 3600.0
+    evidence_max_bytes: int = 256 * 1024 * 1024
+    idempotency_ttl: float = 24 * 3600.0
+    idempotency_max_bytes: int = 512 * 1024 * 1024
+    # Rate-limit buckets: "shared" (in the database: N replicas give a key the rate of one) or
+    # "memory" (this process only: one process, or a test without a database).
+    rate_limit_store: str = "shared"
 
     @classmethod
     def from_settings(cls, **over: Any) -> "ServerConfig":
@@ -70,9 +79,6 @@ class VerifyState:
     status: str = "loading"  # loading | ready | unavailable
     reason: str | None = "the face-swap verification models are loading"
     verifier: Any = None
-    # verification id -> evidence PNG. Evidence shows faces: it stays in memory, for a while,
-    # and is never written to the database or the logs.
-    evidence: Any = None
 
 
 @dataclass
