@@ -234,6 +234,16 @@ def run_many(cfg: ServerConfig, workers: int) -> None:
         return run(cfg)
     if cfg.protector is not None:
         raise ValueError("a ready protector cannot be shared across processes")
+    import shutil
+    import tempfile
+
+    from .metrics import MULTIPROC_ENV
+
+    # prometheus-client multiprocess mode: the workers (spawned, so they import it afresh) keep
+    # their metrics in files here and /metrics on any of them reports the sum over all
+    own_dir = not os.environ.get(MULTIPROC_ENV)
+    mdir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="faceprov-metrics-")
+    os.environ[MULTIPROC_ENV] = mdir
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=run, args=(cfg, True), daemon=False) for _ in range(workers)]
     for p in procs:
@@ -246,6 +256,13 @@ def run_many(cfg: ServerConfig, workers: int) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for p in procs:
-        p.join()
+    from .metrics import mark_process_dead
+
+    try:
+        for p in procs:
+            p.join()
+            mark_process_dead(p.pid)
+    finally:
+        if own_dir:
+            shutil.rmtree(mdir, ignore_errors=True)
 

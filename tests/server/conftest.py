@@ -231,6 +231,14 @@ def srv(start_server):
     return s
 
 
+def sample(metrics_text: str, name: str) -> float | None:
+    """The value of one sample (`name{labels}` exactly as exposed) in a /metrics page."""
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def hdr(key: str | None, bearer: bool = False) -> dict:
     if key is None:
         return {}

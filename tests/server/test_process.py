@@ -227,6 +227,12 @@ def test_serve_workers_share_the_port(tmp_path, model_dir, face_jpeg):
         codes = [requests.post(srv.url + "/v1/cloak", data=face_jpeg, headers=hdr(key), timeout=T).status_code
                  for _ in range(4)]
         assert codes == [200] * 4
+        # prometheus-client multiprocess mode: whichever worker answers /metrics counts all four
+        from .conftest import sample
+
+        seen = {sample(requests.get(srv.url + "/metrics", timeout=T).text, "faceprov_photos_cloaked_total")
+                for _ in range(6)}
+        assert seen == {4.0}, seen
         srv.proc.send_signal(signal.SIGTERM)  # the parent stops every worker
         srv.proc.wait(60)
     finally:
