@@ -5,6 +5,11 @@ levels, on loopback only, bounded in time. Writes the table between `<!-- load:b
 
     .venv/bin/python ops/load/cloak_load.py                       # CPU, 1/8/32 clients, 20 s each
     .venv/bin/python ops/load/cloak_load.py --device cuda --model PATH --duration 30
+    .venv/bin/python ops/load/cloak_load.py --replicas 1,2 --threads 1 --concurrency 16 --sizes native
+
+`--replicas 1,2` measures each count in turn: that many `faceprov serve` processes (each on its
+own port, `--threads` torch threads each) on one PostgreSQL (ops/pg.py), the client spreading
+requests over them round-robin, and reports the photos/s of each against one replica.
 
 It starts `faceprov serve` itself (a subprocess on 127.0.0.1, a scratch SQLite database) with
 the given cloak model, or with an untrained model of the default architecture when none is
@@ -79,7 +84,7 @@ def photos(n: int) -> list[bytes]:
     return out
 
 
-async def level(url: str, key: str, data: list[bytes], conc: int, duration: float, warmup: int) -> dict:
+async def level(urls: list[str], key: str, data: list[bytes], conc: int, duration: float, warmup: int) -> dict:
     import aiohttp
 
     lat: list[float] = []
@@ -91,7 +96,7 @@ async def level(url: str, key: str, data: list[bytes], conc: int, duration: floa
             nonlocal faces
             t0 = time.perf_counter()
             try:
-                async with s.post(url + "/v1/cloak", data=data[i % len(data)]) as r:
+                async with s.post(urls[i % len(urls)] + "/v1/cloak", data=data[i % len(data)]) as r:
                     await r.read()
                     st = r.status
                     nf = int(r.headers.get("X-Faceprov-Faces", "0") or 0)
@@ -103,7 +108,7 @@ async def level(url: str, key: str, data: list[bytes], conc: int, duration: floa
                 if st == 200:
                     faces += nf
 
-        await asyncio.gather(*(one(i, False) for i in range(warmup)))
+        await asyncio.gather(*(one(i, False) for i in range(warmup * len(urls))))
         end = time.perf_counter() + duration
         t_start = time.perf_counter()
 
@@ -137,6 +142,52 @@ def proc_mem(pid: int) -> dict:
     return out
 
 
+def start_servers(n: int, model_dir: Path, db: str, a, tmp: Path) -> list[tuple[subprocess.Popen, str, object]]:
+    env = {**os.environ, "FACEPROV_DB": db}
+    if a.threads:
+        env["FACEPROV_THREADS"] = str(a.threads)
+    out = []
+    for i in range(n):
+        port = free_port()
+        log = open(tmp / f"serve{n}-{i}.log", "wb")
+        cmd = [sys.executable, "-m", "faceprov.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--model", str(model_dir), "--device", a.device, "--batch-size", str(a.batch_size),
+               "--max-wait-ms", str(a.max_wait_ms), "--queue-size", "256", "--rate-limit", "0",
+               "--workers", str(a.workers), "--timeout", "120"]
+        out.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT),
+                    f"http://127.0.0.1:{port}", log))
+    return out
+
+
+def wait_ready(servers, tmp: Path) -> None:
+    import requests
+
+    t0 = time.time()
+    for proc, url, log in servers:
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit("server exited: " + Path(log.name).read_text()[-2000:])
+            try:
+                if requests.get(url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.time() - t0 > 300:
+                raise SystemExit("server not ready after 300 s")
+            time.sleep(0.5)
+
+
+def stop_servers(servers) -> None:
+    for proc, _, _ in servers:
+        proc.terminate()
+    for proc, _, log in servers:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="cloak model folder (default: untrained, default architecture)")
@@ -147,15 +198,21 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-wait-ms", type=float, default=10.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--replicas", default="1",
+                    help="comma-separated replica counts to measure (> 1 or several: on one PostgreSQL)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per server process")
     ap.add_argument("--photos", type=int, default=24)
     ap.add_argument("--sizes", default="native,1024",
                     help="photo long sides to test: 'native' (LFW 250x250) and/or pixels, e.g. 1024")
+    ap.add_argument("--section", default=None, help="docs section (default: load, or load-replicas)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     a = ap.parse_args()
     levels = [int(x) for x in a.concurrency.split(",")]
     sizes = [x.strip() for x in a.sizes.split(",") if x.strip()]
-    if a.duration > 120 or max(levels) > 64 or len(sizes) > 3:
-        raise SystemExit("bounded benchmark: --duration <= 120 s, concurrency <= 64")
+    counts = [int(x) for x in a.replicas.split(",") if x.strip()]
+    if a.duration > 120 or max(levels) > 64 or len(sizes) > 3 or max(counts) > 8:
+        raise SystemExit("bounded benchmark: --duration <= 120 s, concurrency <= 64, replicas <= 8")
+    section = a.section or ("load-replicas" if counts != [1] else "load")
 
     import torch
 
@@ -172,64 +229,61 @@ def main() -> None:
         model_dir = a.model
         m = CloakModel.from_pretrained(a.model)
         model_desc = f"{a.model.name} (width {m.config.width}, {m.config.size}px)"
-    db = f"sqlite:///{tmp / 'load.db'}"
-    port = free_port()
-    env = {**os.environ, "FACEPROV_DB": db}
-    log = open(tmp / "serve.log", "wb")
-    cmd = [sys.executable, "-m", "faceprov.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", str(model_dir), "--device", a.device, "--batch-size", str(a.batch_size),
-           "--max-wait-ms", str(a.max_wait_ms), "--queue-size", "256", "--rate-limit", "0",
-           "--workers", str(a.workers), "--timeout", "120"]
-    srv = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import requests
+    pg_srv = None
+    if counts == [1]:
+        db, db_desc = f"sqlite:///{tmp / 'load.db'}", "SQLite"
+    else:  # replicas share one PostgreSQL, as in production
+        import importlib.util
 
-        from faceprov.store.repo import open_repo
+        spec = importlib.util.spec_from_file_location("faceprov_ops_pg", ROOT / "ops" / "pg.py")
+        pg = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(pg)
+        _, pg_srv = pg.start(tmp / "pg")  # fsync on: the durability a deployment pays for
+        db, db_desc = pg.create_database(pg_srv, "load"), "PostgreSQL (ops/pg.py, pgvector)"
 
-        async def mk() -> str:
-            repo = await open_repo(db, upgrade=True)
-            try:
-                acc = await repo.get_or_create_account("load", "user")
-                return await repo.create_api_key(acc["id"])
-            finally:
-                await repo.db.close()
+    from faceprov.store import db as dbmod
+    from faceprov.store.repo import open_repo
 
-        t0 = time.time()
-        while True:
-            if srv.poll() is not None:
-                raise SystemExit("server exited: " + (tmp / "serve.log").read_text()[-2000:])
-            try:
-                if requests.get(url + "/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.time() - t0 > 300:
-                raise SystemExit("server not ready after 300 s")
-            time.sleep(0.5)
-        key = asyncio.run(mk())
-        time.sleep(2.0)  # let the optional verification models finish loading too
-        rss_ready = proc_mem(srv.pid)
-        base = photos(a.photos)
-        rows = []
-        for size in sizes:
-            data = base if size == "native" else resize_all(base, int(size))
-            label = "250x250 (LFW)" if size == "native" else f"{size} px long side"
-            for c in levels:
-                r = asyncio.run(level(url, key, data, c, a.duration, a.warmup))
-                r["photo"] = label
-                rows.append(r)
-                print(json.dumps(r), flush=True)
-        metrics = requests.get(url + "/metrics", timeout=30).text
-        rss_end = proc_mem(srv.pid)
-        verify_ready = requests.get(url + "/readyz", timeout=30).json().get("checks", {}).get("verify", {})
-    finally:
-        srv.terminate()
+    dbmod.upgrade(db)
+
+    async def mk() -> str:
+        repo = await open_repo(db)
         try:
-            srv.wait(30)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-        log.close()
+            acc = await repo.get_or_create_account("load", "user")
+            return await repo.create_api_key(acc["id"])
+        finally:
+            await repo.db.close()
+
+    key = asyncio.run(mk())
+    base = photos(a.photos)
+    rows, mem, verify_loaded = [], {}, False
+    import requests
+
+    try:
+        for n in counts:
+            servers = start_servers(n, model_dir, db, a, tmp)
+            try:
+                wait_ready(servers, tmp)
+                time.sleep(2.0)  # let the optional verification models finish loading too
+                urls = [u for _, u, _ in servers]
+                ready = [proc_mem(p.pid).get("VmRSS") for p, _, _ in servers]
+                for size in sizes:
+                    data = base if size == "native" else resize_all(base, int(size))
+                    label = "250x250 (LFW)" if size == "native" else f"{size} px long side"
+                    for c in levels:
+                        r = asyncio.run(level(urls, key, data, c, a.duration, a.warmup))
+                        r["photo"], r["replicas"] = label, n
+                        rows.append(r)
+                        print(json.dumps(r), flush=True)
+                metrics = requests.get(urls[0] + "/metrics", timeout=30).text
+                mem[n] = {"ready": ready, "peak": [proc_mem(p.pid).get("VmHWM") for p, _, _ in servers]}
+                verify_loaded = bool(requests.get(urls[0] + "/readyz", timeout=30).json()
+                                     .get("checks", {}).get("verify", {}).get("ok"))
+            finally:
+                stop_servers(servers)
+    finally:
+        if pg_srv is not None:
+            pg_srv.cleanup()
 
     batch = [ln for ln in metrics.splitlines() if ln.startswith(("faceprov_model_batch_faces_sum",
                                                                  "faceprov_model_batch_faces_count"))]
@@ -239,31 +293,37 @@ def main() -> None:
     cores = os.cpu_count() or 1
     doc = {"when": common.stamp(), "git": common.git_rev(), "machine": common.machine(), "device": a.device,
            "model": model_desc, "batch_size": a.batch_size, "max_wait_ms": a.max_wait_ms, "workers": a.workers,
+           "replicas": counts, "threads": a.threads, "database": db_desc,
            "duration_s": a.duration, "photos": len(base), "mean_faces_per_model_call": mean_batch, "levels": rows,
-           "load_avg_after": os.getloadavg(), "server_rss_mb_ready": rss_ready.get("VmRSS"),
-           "server_peak_rss_mb": rss_end.get("VmHWM"), "verification_loaded": bool(verify_ready.get("ok"))}
+           "load_avg_after": os.getloadavg(), "server_rss_mb": mem, "verification_loaded": verify_loaded}
+    cmd = " ".join(sys.argv[1:])
     md = [f"### Server load: POST /v1/cloak, one-face LFW photos, loopback ({a.device})", "",
-          f"`.venv/bin/python ops/load/cloak_load.py --device {a.device} --duration {a.duration:g} --sizes {a.sizes}"
-          + (f" --model {a.model}" if a.model else "") + f"` — {doc['when']}, git {doc['git']}", "",
+          f"`.venv/bin/python ops/load/cloak_load.py {cmd}` — {doc['when']}, git {doc['git']}", "",
           f"Machine: {doc['machine']}. Model: {model_desc}. Batch ≤ {a.batch_size} faces, wait ≤ "
-          f"{a.max_wait_ms:g} ms, {a.workers} server process(es); client on the same machine. "
+          f"{a.max_wait_ms:g} ms, {a.workers} worker process(es) per replica, "
+          f"{a.threads or 'default'} torch thread(s) per process; database {db_desc}; client on the same "
+          "machine, spreading requests over the replicas round-robin. Each photo is cloaked, its faces embedded "
+          "by the registry recognizers (sface, dlib, faceres), hashed and recorded. "
           "Mean faces per model call: " + (f"{mean_batch:.2f}." if mean_batch else "n/a."), "",
-          "| photo | clients | photos/s | photos/s per core | p50 (s) | p99 (s) | requests | errors | statuses |",
-          "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+          "| replicas | photo | clients | photos/s | × one replica | photos/s per core | p50 (s) | p99 (s) | requests | errors | statuses |",
+          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    one = {(r["photo"], r["concurrency"]): r["photos_per_s"] for r in rows if r["replicas"] == counts[0]}
     for r in rows:
-        md.append(f"| {r['photo']} | {r['concurrency']} | {r['photos_per_s']:.2f} | {r['photos_per_s'] / cores:.2f} | "
-                  f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['requests']} | {r['errors']} | "
-                  f"{', '.join(f'{k}: {v}' for k, v in r['status'].items())} |")
-    md += ["", f"Server process memory (CPU, one process): {doc['server_rss_mb_ready']} MB resident once ready "
-               f"(cloak model{' + verification models' if doc['verification_loaded'] else ''} loaded), peak "
-               f"{doc['server_peak_rss_mb']} MB during the run (VmHWM); limit 2048 MB."]
+        ref = one.get((r["photo"], r["concurrency"]))
+        ratio = f"{r['photos_per_s'] / ref:.2f}" if ref else "—"
+        md.append(f"| {r['replicas']} | {r['photo']} | {r['concurrency']} | {r['photos_per_s']:.2f} | {ratio} | "
+                  f"{r['photos_per_s'] / cores:.2f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['requests']} | "
+                  f"{r['errors']} | {', '.join(f'{k}: {v}' for k, v in r['status'].items())} |")
+    md += ["", "Server memory per process (VmRSS once ready / VmHWM peak, MB; limit 2048): " + "; ".join(
+        f"{n} replica(s): {', '.join(str(x) for x in v['ready'])} / {', '.join(str(x) for x in v['peak'])}"
+        for n, v in mem.items()) + (" (verification models loaded too)." if verify_loaded else ".")]
     md += ["", f"Load average after the run: {', '.join(f'{x:.1f}' for x in doc['load_avg_after'])} "
                f"({cores} cores; other work on the machine competes with the server)."]
     text = "\n".join(md)
     print(text)
     if not a.no_write:
-        common.save_json("load", doc)
-        common.write_section("load", text)
+        common.save_json(section, doc)
+        common.write_section(section, text)
 
 
 if __name__ == "__main__":
