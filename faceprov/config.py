@@ -128,6 +128,17 @@ def settings() -> Settings:
         kw["threads"] = int(v)
     if (v := _env("DB")):
         kw["db"] = v
+    if (v := _env("DB_PASSWORD_FILE")):
+        # the password from a file (a container secret) rather than in FACEPROV_DB itself
+        if "db" not in kw:
+            raise ValueError("FACEPROV_DB_PASSWORD_FILE is set but FACEPROV_DB is not")
+        try:
+            pw = Path(v).read_text().strip()
+        except OSError as e:
+            raise ValueError(f"FACEPROV_DB_PASSWORD_FILE {v}: cannot read it ({e.strerror})") from None
+        from sqlalchemy.engine import make_url
+
+        kw["db"] = make_url(kw["db"]).set(password=pw).render_as_string(hide_password=False)
     if (v := _env("MIGRATIONS")):
         kw["migrations_dir"] = Path(v).expanduser()
     if (v := _env("C2PA_CERT")):
