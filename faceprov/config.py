@@ -5,6 +5,7 @@ Nothing else in the package reads the environment; everything asks `settings()`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +43,11 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+
+# The id Chrome gives the shipped extension: derived from the public key in
+# extension/manifest.json (tests/extension checks it), so it is the same on every install.
+SHIPPED_EXTENSION_ID = "hkloddoakoomgmpjfekphffbgoiknack"
+
 @dataclass(frozen=True)
 class Settings:
     home: Path = field(default_factory=_default_home)
@@ -76,7 +82,11 @@ class Settings:
     server_batch_size: int = 16  # faces per model call
     server_max_wait_ms: float = 10.0  # how long the first face waits for batch mates
     server_request_timeout: float = 60.0  # seconds per request, queueing included
-    server_cors_origins: tuple[str, ...] = ()  # besides chrome-extension://*
+    server_cors_origins: tuple[str, ...] = ()  # web origins allowed besides the extension
+    # Chrome extension ids allowed to call the API from a browser (chrome-extension://<id>): the
+    # shipped extension's (fixed by the public key in extension/manifest.json) unless set; a
+    # store-published copy has its own id, which the operator lists here.
+    server_extension_ids: tuple[str, ...] = (SHIPPED_EXTENSION_ID,)
     server_rate_limit: float = 5.0  # requests per second per API key (sustained)
     server_rate_burst: int = 30  # bucket size
 
@@ -174,6 +184,12 @@ def settings() -> Settings:
                        ("RATE_LIMIT", float), ("RATE_BURST", int)):
         if (v := _env(f"SERVER_{name}")):
             kw[f"server_{name.lower()}"] = conv(v)
+    if (v := _env("SERVER_EXTENSION_IDS")):
+        ids = tuple(i.strip() for i in v.split(",") if i.strip())
+        bad = [i for i in ids if not re.fullmatch(r"[a-p]{32}", i)]
+        if bad:
+            raise ValueError(f"FACEPROV_SERVER_EXTENSION_IDS: {bad[0]!r} is not a Chrome extension id (32 letters a-p)")
+        kw["server_extension_ids"] = ids
     if (v := _env("SERVER_CORS_ORIGINS")):
         kw["server_cors_origins"] = tuple(o.strip() for o in v.split(",") if o.strip())
     return Settings(**kw)

@@ -16,6 +16,7 @@ import time
 import uuid
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from .auth import Authenticator, SharedRateLimiter
 from .errors import error_middleware
@@ -160,7 +161,8 @@ def create_app(cfg: ServerConfig | None = None) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         client_max_size=cfg.max_body,
-        middlewares=[cors_middleware(CorsPolicy.of(cfg.cors_origins)), observe_middleware, error_middleware],
+        middlewares=[cors_middleware(CorsPolicy.of(cfg.cors_origins, _extension_ids(cfg))), observe_middleware,
+                     error_middleware],
     )
     app[CONFIG] = cfg
     app[METRICS] = metrics
@@ -169,12 +171,15 @@ def create_app(cfg: ServerConfig | None = None) -> web.Application:
     app[DB] = DbState()
     app[VERIFY] = VerifyState()
     app[WORKER] = CloakWorker(None, batch_size=cfg.batch_size, max_wait_ms=cfg.max_wait_ms,
-                              queue_size=cfg.queue_size, cpu_threads=cfg.cpu_threads, metrics=metrics)
+                              queue_size=cfg.queue_size, cpu_threads=cfg.cpu_threads, metrics=metrics,
+                              max_per_key=cfg.max_inflight_per_key)
     if cfg.rate_limit_store not in ("shared", "memory"):
         raise ValueError(f"rate_limit_store must be 'shared' or 'memory', not {cfg.rate_limit_store!r}")
-    app[AUTH] = auth = Authenticator(None, RateLimiter(cfg.rate_limit, cfg.rate_burst))
+    app[AUTH] = auth = Authenticator(None, RateLimiter(cfg.rate_limit, cfg.rate_burst),
+                                     fail_limiter=RateLimiter(cfg.fail_rate_limit, cfg.fail_rate_burst))
     if cfg.rate_limit_store == "shared":  # every replica takes from the same buckets
         auth.limiter = SharedRateLimiter(auth, cfg.rate_limit, cfg.rate_burst)
+        auth.fail_limiter = SharedRateLimiter(auth, cfg.fail_rate_limit, cfg.fail_rate_burst, prefix="ip:")
     from faceprov.cloak.model import STRENGTHS
 
     app[SPEC] = build_spec(max_refine=cfg.max_refine, max_body=cfg.max_body, max_pixels=cfg.max_pixels,
@@ -193,7 +198,17 @@ def create_app(cfg: ServerConfig | None = None) -> web.Application:
 
 # ----------------------------------------------------------------------------- running
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'  # no headers (keys), no bodies
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'  # kept for callers; SafeAccessLogger is what runs
+
+
+class SafeAccessLogger(AbstractAccessLogger):
+    """One line per request: client address, method, path, status, bytes, seconds. No query
+    string (`?owner=`, `?since=`, a key pasted into a URL), no headers (API keys), no bodies."""
+
+    def log(self, request, response, time: float) -> None:
+        v = request.version
+        self.logger.info('%s "%s %s HTTP/%d.%d" %s %s %.6f', request.remote, request.method, request.path,
+                         v.major, v.minor, response.status, response.body_length, time)
 
 
 def _configure_torch(cfg: ServerConfig) -> None:
@@ -204,6 +219,14 @@ def _configure_torch(cfg: ServerConfig) -> None:
     n = settings().threads
     if n:
         torch.set_num_threads(n)
+
+
+def _extension_ids(cfg: ServerConfig) -> tuple[str, ...]:
+    if cfg.extension_ids is not None:
+        return tuple(cfg.extension_ids)
+    from faceprov.config import settings
+
+    return tuple(settings().server_extension_ids)
 
 
 def run(cfg: ServerConfig, reuse_port: bool = False, print_fn=None) -> None:
@@ -219,7 +242,7 @@ def run(cfg: ServerConfig, reuse_port: bool = False, print_fn=None) -> None:
     loop = loop_factory()
     asyncio.set_event_loop(loop)
     web.run_app(create_app(cfg), host=cfg.host, port=cfg.port, access_log=logging.getLogger("aiohttp.access"),
-                access_log_format=ACCESS_LOG_FORMAT, handler_cancellation=True, reuse_port=reuse_port or None,
+                access_log_class=SafeAccessLogger, handler_cancellation=True, reuse_port=reuse_port or None,
                 shutdown_timeout=10.0, loop=loop,
                 print=print_fn or (lambda *a: log.info("listening on http://%s:%s (pid %s)",
                                                        cfg.host, cfg.port, os.getpid())))

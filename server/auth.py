@@ -69,27 +69,43 @@ class SharedRateLimiter:
     """Token buckets in the database (faceprov.store.shared): every replica takes from the same
     bucket, so `--workers N` or N servers on one PostgreSQL give a key the rate of one process."""
 
-    def __init__(self, auth: "Authenticator", rate: float, burst: int):
-        self.auth, self.rate, self.burst = auth, float(rate), int(burst)
+    def __init__(self, auth: "Authenticator", rate: float, burst: int, prefix: str = "key:"):
+        self.auth, self.rate, self.burst, self.prefix = auth, float(rate), int(burst), prefix
 
     async def take(self, key: str, cost: float = 1.0) -> float:
         if self.rate <= 0:
             return 0.0
-        return await self.auth.repo.shared.take("key:" + key, self.rate, self.burst, cost)
+        return await self.auth.repo.shared.take(self.prefix + key, self.rate, self.burst, cost)
 
 
 class Authenticator:
-    def __init__(self, repo, limiter, cache_seconds: float = AUTH_CACHE_SECONDS):
+    def __init__(self, repo, limiter, cache_seconds: float = AUTH_CACHE_SECONDS, fail_limiter=None):
         self.repo, self.limiter, self.cache_seconds = repo, limiter, cache_seconds
+        # failed authentications (no key, a wrong or revoked key) per client address: a client
+        # guessing keys or hammering without one gets 429 after a burst, before any other work
+        self.fail_limiter = fail_limiter
         self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def _failed(self, request: web.Request, err: ApiError) -> ApiError:
+        if self.fail_limiter is not None and self.repo is not None:
+            wait = self.fail_limiter.take(request.remote or "unknown")
+            if inspect.isawaitable(wait):
+                wait = await wait
+            if wait > 0:
+                request.app[_metrics_key()].rejected.inc(reason="failed_auth")
+                return ApiError(429, "too_many_failures",
+                                "too many requests without a valid API key from this address; slow down",
+                                headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        return err
 
     async def principal(self, request: web.Request) -> Principal:
         from faceprov.store.db import PermissionDenied
 
         key = key_from_headers(request.headers)
         if key is None:
-            raise ApiError(401, "unauthorized", "an API key is required (X-API-Key or Authorization: Bearer)",
-                           headers={"WWW-Authenticate": 'Bearer realm="faceprov"'})
+            raise await self._failed(request, ApiError(
+                401, "unauthorized", "an API key is required (X-API-Key or Authorization: Bearer)",
+                headers={"WWW-Authenticate": 'Bearer realm="faceprov"'}))
         kid = hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
         now = time.monotonic()
         hit = self._cache.get(kid)
@@ -100,8 +116,8 @@ class Authenticator:
         try:
             acc = await self.repo.authenticate(key)
         except PermissionDenied as e:
-            raise ApiError(401, "unauthorized", str(e),
-                           headers={"WWW-Authenticate": 'Bearer realm="faceprov"'}) from None
+            raise await self._failed(request, ApiError(
+                401, "unauthorized", str(e), headers={"WWW-Authenticate": 'Bearer realm="faceprov"'})) from None
         p = Principal(acc["id"], acc["name"], acc["role"], kid)
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -124,6 +140,34 @@ class Authenticator:
                            headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         request[PRINCIPAL] = p
         return p
+
+
+# A photo costs one rate-limit token per started PIXELS_PER_TOKEN: a 48 MP upload spends what 12
+# phone-sized ones would, since decoding, detection and encoding grow with the pixels.
+PIXELS_PER_TOKEN = 4_000_000
+
+
+async def charge_pixels(request: web.Request, p: "Principal", pixels: int | None) -> None:
+    """Take the tokens a large image costs beyond the one `require` took (429 if not there)."""
+    auth = request.app[_auth_key()]
+    extra = -(-int(pixels or 0) // PIXELS_PER_TOKEN) - 1
+    if extra <= 0:
+        return
+    wait = auth.limiter.take(p.key_id, float(extra))
+    if inspect.isawaitable(wait):
+        wait = await wait
+    if wait > 0:
+        request.app[_metrics_key()].rejected.inc(reason="rate_limited")
+        raise ApiError(429, "rate_limited",
+                       f"this {pixels / 1e6:.0f}-megapixel image costs {extra + 1} requests of this API key's "
+                       "rate limit; slow down or send smaller photos",
+                       headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+def _auth_key():
+    from .state import AUTH
+
+    return AUTH
 
 
 def _metrics_key():

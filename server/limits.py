@@ -65,43 +65,41 @@ class RateLimiter:
         self.rate, self.burst, self.clock, self.max_keys = float(rate), int(burst), clock, max_keys
         self._b: dict[str, tuple[float, float]] = {}
 
-    def take(self, key: str) -> float:
-        """0.0 when allowed; otherwise seconds until a token is available."""
+    def take(self, key: str, cost: float = 1.0) -> float:
+        """0.0 when allowed; otherwise seconds until `cost` tokens are available."""
         if self.rate <= 0:
             return 0.0
+        cost = min(float(cost), float(self.burst))
         now = self.clock()
         tokens, last = self._b.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._b[key] = (tokens - 1.0, now)
+        if tokens >= cost:
+            self._b[key] = (tokens - cost, now)
             if len(self._b) > self.max_keys:  # forget the oldest buckets (they refill anyway)
                 for k in list(self._b)[: len(self._b) // 10]:
                     del self._b[k]
             return 0.0
         self._b[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
+        return (cost - tokens) / self.rate
 
 
 # ----------------------------------------------------------------------------- CORS
 
-_EXTENSION_ORIGIN = re.compile(r"chrome-extension://[a-p]{32}")
-
-
 @dataclass(frozen=True)
 class CorsPolicy:
-    """Browsers may call the API only from a Chrome extension (chrome-extension://<32 a-p>) or
-    from origins configured by the operator; no wildcard is ever sent."""
+    """Browsers may call the API only from the configured Chrome extension ids
+    (chrome-extension://<id>; by default the shipped extension's) or from origins configured by
+    the operator; no wildcard is ever sent, and another extension is refused like any site."""
 
     origins: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, origins: Iterable[str]) -> "CorsPolicy":
-        return cls(frozenset(o.rstrip("/") for o in origins))
+    def of(cls, origins: Iterable[str], extension_ids: Iterable[str] = ()) -> "CorsPolicy":
+        return cls(frozenset(o.rstrip("/") for o in origins)
+                   | frozenset(f"chrome-extension://{i}" for i in extension_ids))
 
     def allows(self, origin: str | None) -> bool:
-        if not origin:
-            return False
-        return bool(_EXTENSION_ORIGIN.fullmatch(origin)) or origin in self.origins
+        return bool(origin) and origin in self.origins
 
 
 ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, Idempotency-Key"

@@ -25,7 +25,10 @@ WWW_AUTH = {"WWW-Authenticate": {"schema": {"type": "string"}}}
 def _auth_errors() -> dict:
     return {"401": _err("no API key, or an unknown, revoked or expired one", WWW_AUTH),
             "403": _err("the key's role may not use this endpoint"),
-            "429": _err("rate limit of this API key exceeded", RETRY)}
+            "408": _err("the request body did not arrive within the server's body deadline"),
+            "429": _err("rate limit of this API key exceeded (a photo costs one request per started 4 "
+                        "megapixels), this key has too many requests in progress, or too many requests "
+                        "without a valid key came from this address", RETRY)}
 
 
 def _roles(route: str) -> str:

@@ -18,9 +18,11 @@ from typing import Any, Mapping
 import numpy as np
 from aiohttp import web
 
-from .state import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, VERIFY, WORKER
-from .auth import Principal
+from faceprov.faces.io import pixels_of
+
 from . import idempotency
+from .state import AUTH, CONFIG, DB, METRICS, MODEL, SPEC, VERIFY, WORKER
+from .auth import Principal, charge_pixels
 from .errors import ApiError
 from .limits import MEDIA_TYPES, check_image, read_limited
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -106,7 +108,18 @@ MAX_FIELDS = 32  # form fields besides the image (the API knows five)
 
 
 async def read_image(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
-    """The image bytes (raw body or a multipart `image` field) and any other form fields."""
+    """The image bytes (raw body or a multipart `image` field) and any other form fields, read
+    within the server's body deadline: a client trickling a byte every few seconds holds a
+    connection and a buffer, so it is cut off (408) however small its body."""
+    deadline = request.app[CONFIG].body_timeout
+    try:
+        return await asyncio.wait_for(_read_image(request, limit), deadline)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise ApiError(408, "body_timeout", f"the request body did not arrive within {deadline:g} s",
+                       headers={"Connection": "close"}) from None
+
+
+async def _read_image(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
     n = request.content_length
     if n is not None and n > limit:
         raise ApiError(413, "body_too_large", f"the request body is {n} bytes; the limit is {limit}")
@@ -176,22 +189,38 @@ async def healthz(request: web.Request) -> web.Response:
     return _json({"status": "ok"})
 
 
+# What /readyz says publicly (it needs no key): which part is not ready, never why in detail
+# (paths, exception text, driver errors). The server log has the detail; authenticated
+# endpoints (a 503 from /v1/cloak) explain it to a client with a key.
+_PUBLIC_REASON = {
+    ("model", "loading"): "the cloak model is loading",
+    ("model", "failed"): "the cloak model is not loaded (the server log says why)",
+    ("database", "opening"): "the database is opening",
+    ("database", "down"): "the database is not reachable (the server log says why)",
+    ("verify", "loading"): "the face-swap verification models are loading",
+    ("verify", "unavailable"): "face-swap verification is not available on this server",
+}
+
+
 async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, dict] = {}
     ms = request.app[MODEL]
-    checks["model"] = {"ok": ms.status == "ready", "reason": ms.reason}
+    checks["model"] = {"ok": ms.status == "ready",
+                       "reason": None if ms.status == "ready" else _PUBLIC_REASON[("model", "loading" if ms.status == "loading" else "failed")]}
     st = request.app[DB]
     if st.repo is None:
-        checks["database"] = {"ok": False, "reason": st.reason}
+        checks["database"] = {"ok": False, "reason": _PUBLIC_REASON[("database", "opening")]}
     else:
         try:
             await asyncio.wait_for(st.repo.ping(), 3.0)
             checks["database"] = {"ok": True, "reason": None}
         except Exception as e:  # noqa: BLE001
-            checks["database"] = {"ok": False, "reason": f"database not reachable: {type(e).__name__}"}
+            log.warning("readiness: database not reachable: %s: %s", type(e).__name__, e)
+            checks["database"] = {"ok": False, "reason": _PUBLIC_REASON[("database", "down")]}
     ready = all(c["ok"] for c in checks.values())
     vs = request.app[VERIFY]  # optional: the server cloaks without it; reported, not required
-    checks["verify"] = {"ok": vs.status == "ready", "reason": vs.reason, "optional": True}
+    checks["verify"] = {"ok": vs.status == "ready", "optional": True,
+                        "reason": None if vs.status == "ready" else _PUBLIC_REASON[("verify", "loading" if vs.status == "loading" else "unavailable")]}
     if ready:
         return _json({"ready": True, "checks": checks})
     why = "; ".join(c["reason"] for c in checks.values()
@@ -261,6 +290,7 @@ async def cloak(request: web.Request) -> web.Response:
     data, fields = await read_image(request, cfg.max_body)
     opts = cloak_options(request, fields)
     check_image(data)
+    await charge_pixels(request, p, pixels_of(data))
     repo = _repo(request)
     jopts = JobOptions(strength=opts.strength, refine=opts.refine, keep_gps=opts.keep_gps, report=opts.report,
                        retain_original=opts.retain_original)
@@ -309,7 +339,7 @@ async def _cloak(request: web.Request, p: Principal, data: bytes, opts, jopts, r
         return res, hashes, emb, rep
 
     try:
-        async with worker.admit():
+        async with worker.admit(p.key_id):
             try:
                 res, hashes, emb, rep = await asyncio.wait_for(pipeline(), cfg.request_timeout)
             except (asyncio.TimeoutError, TimeoutError):
@@ -373,6 +403,7 @@ async def verify(request: web.Request) -> web.Response:
     cfg, worker, vs = app[CONFIG], app[WORKER], app[VERIFY]
     data, fields = await read_image(request, cfg.max_body)
     check_image(data)
+    await charge_pixels(request, p, pixels_of(data))
     if vs.verifier is None:
         raise ApiError(503, "not_available", vs.reason or "face-swap verification is not available",
                        headers={"Retry-After": "30"} if vs.status == "loading" else None)
@@ -389,7 +420,7 @@ async def verify(request: web.Request) -> web.Response:
         png = await worker.run_cpu(evidence_png, res, stage="evidence")
         return res, prov, png
 
-    async with worker.admit():
+    async with worker.admit(p.key_id):
         try:
             res, prov, png = await asyncio.wait_for(pipeline(), cfg.request_timeout)
         except (asyncio.TimeoutError, TimeoutError):
@@ -541,7 +572,7 @@ async def enrol_identity(request: web.Request) -> web.Response:
     check_image(data)
     prot = _protector(request)
     repo = _repo(request)
-    async with worker.admit():
+    async with worker.admit(p.key_id):
         try:
             emb, box = await asyncio.wait_for(
                 worker.run_model(_embed_one, prot, data, cfg.enrol_recognizers, cfg.max_pixels, cfg.max_body,

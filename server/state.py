@@ -25,10 +25,16 @@ class ServerConfig:
     batch_size: int = 16
     max_wait_ms: float = 10.0
     queue_size: int = 32
+    max_inflight_per_key: int | None = None  # None: half the queue (at least 2), per process
     request_timeout: float = 60.0
+    body_timeout: float = 30.0  # seconds to receive a whole request body (slow clients are cut off)
     cors_origins: tuple[str, ...] = ()
+    extension_ids: tuple[str, ...] | None = None  # None: faceprov settings (the shipped extension's id)
     rate_limit: float = 5.0
     rate_burst: int = 30
+    # clients without a valid key: failed authentications per client address (then 429)
+    fail_rate_limit: float = 0.5
+    fail_rate_burst: int = 20
     max_body: int = 40 * 1024 * 1024
     max_pixels: int = 50_000_000
     max_refine: int = 50
@@ -61,7 +67,8 @@ class ServerConfig:
         base = cls(host=s.server_host, port=s.server_port, db_url=s.db_url, device=s.device,
                    batch_size=s.server_batch_size, max_wait_ms=s.server_max_wait_ms,
                    queue_size=s.server_queue_size, request_timeout=s.server_request_timeout,
-                   cors_origins=tuple(s.server_cors_origins), rate_limit=s.server_rate_limit,
+                   cors_origins=tuple(s.server_cors_origins), extension_ids=tuple(s.server_extension_ids),
+                   rate_limit=s.server_rate_limit,
                    rate_burst=s.server_rate_burst, max_body=s.server_max_body, max_pixels=s.max_pixels)
         return replace(base, **{k: v for k, v in over.items() if v is not None})
 

@@ -36,6 +36,13 @@ class QueueFull(ApiError):
                          headers={"Retry-After": str(retry_after)})
 
 
+class KeyBusy(ApiError):
+    def __init__(self, cap: int):
+        super().__init__(429, "too_many_in_flight",
+                         f"this API key already has {cap} requests in progress on this server; wait for one",
+                         headers={"Retry-After": "1"})
+
+
 @dataclass
 class _Item:
     crops: np.ndarray
@@ -48,11 +55,16 @@ class _Item:
 
 class CloakWorker:
     def __init__(self, protector, *, batch_size: int = 16, max_wait_ms: float = 10.0,
-                 queue_size: int = 32, cpu_threads: int | None = None, metrics: Metrics | None = None):
+                 queue_size: int = 32, cpu_threads: int | None = None, metrics: Metrics | None = None,
+                 max_per_key: int | None = None):
         self.protector = protector
         self.batch_size = max(1, int(batch_size))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.queue_size = max(1, int(queue_size))
+        # one key may hold at most this many places in the pipeline, so a single client cannot
+        # fill the queue and starve the others (default: half of it, at least 2)
+        self.max_per_key = max(1, int(max_per_key)) if max_per_key else max(2, self.queue_size // 2)
+        self._per_key: dict[str, int] = {}
         self.metrics = metrics or Metrics()
         self.model_pool = ThreadPoolExecutor(1, thread_name_prefix="faceprov-model")
         n = cpu_threads or min(4, os.cpu_count() or 1)
@@ -88,14 +100,20 @@ class CloakWorker:
 
     # ------------------------------------------------------------------ admission
     @asynccontextmanager
-    async def admit(self):
-        """A place in the pipeline, or QueueFull (503 + Retry-After)."""
+    async def admit(self, key: str | None = None):
+        """A place in the pipeline, or QueueFull (503 + Retry-After), or KeyBusy (429) when `key`
+        already holds `max_per_key` places."""
         if self.inflight >= self.queue_size:
             self.metrics.rejected.inc(reason="queue_full")
             # a rough wait: the queue drains about one request per average request time
             retry = max(1, min(60, int(self._avg_request_s * self.inflight / max(1, self.batch_size) + 1)))
             raise QueueFull(retry)
+        if key is not None and self._per_key.get(key, 0) >= self.max_per_key:
+            self.metrics.rejected.inc(reason="key_busy")
+            raise KeyBusy(self.max_per_key)
         self.inflight += 1
+        if key is not None:
+            self._per_key[key] = self._per_key.get(key, 0) + 1
         t0 = time.perf_counter()
         ok = False
         try:
@@ -103,6 +121,12 @@ class CloakWorker:
             ok = True
         finally:
             self.inflight -= 1
+            if key is not None:
+                left = self._per_key.get(key, 1) - 1
+                if left:
+                    self._per_key[key] = left
+                else:
+                    self._per_key.pop(key, None)
             if ok:
                 self._avg_request_s = 0.8 * self._avg_request_s + 0.2 * (time.perf_counter() - t0)
 

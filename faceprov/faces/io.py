@@ -112,6 +112,17 @@ def _jpeg_layout(img: Image.Image) -> tuple[int | None, list[list[int]] | None, 
     return (sampling if sampling in (0, 1, 2) else None), tables, bool(img.info.get("progressive"))
 
 
+def pixels_of(data: bytes) -> int | None:
+    """Width x height from the image header alone (no pixels decoded); None if unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w, h = Image.open(io.BytesIO(data)).size
+        return int(w) * int(h)
+    except Exception:  # noqa: BLE001 - decode() reports what is wrong with it
+        return None
+
+
 def decode(data: bytes, max_pixels: int | None = None, max_bytes: int | None = None) -> Photo:
     """Bytes -> upright Photo, or ImageError with a clear message."""
     s = settings()

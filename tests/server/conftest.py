@@ -142,12 +142,12 @@ class ServerThread:
     def _run(self) -> None:
         from aiohttp import web
 
-        from server.app import ACCESS_LOG_FORMAT, create_app
+        from server.app import SafeAccessLogger, create_app
 
         asyncio.set_event_loop(self.loop)
         try:
             self.app = create_app(self.cfg)
-            self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log_format=ACCESS_LOG_FORMAT)
+            self.runner = web.AppRunner(self.app, handler_cancellation=True, access_log_class=SafeAccessLogger)
             self.loop.run_until_complete(self.runner.setup())
             site = web.TCPSite(self.runner, "127.0.0.1", 0)
             self.loop.run_until_complete(site.start())
@@ -194,7 +194,7 @@ def verifier(detector):
 def base_cfg(protector, verifier):
     from server.app import ServerConfig
 
-    return ServerConfig(protector=protector, verifier=verifier, rate_limit=0, batch_size=16, max_wait_ms=5, queue_size=64,
+    return ServerConfig(protector=protector, verifier=verifier, rate_limit=0, fail_rate_limit=0, batch_size=16, max_wait_ms=5, queue_size=64,
                         request_timeout=60, max_body=3 * 1024 * 1024, max_pixels=4_000_000,
                         cors_origins=("https://app.example",), enrol_recognizers=("mobileface",),
                         report_recognizers=("mobileface",), cpu_threads=2)

@@ -372,11 +372,14 @@ def test_retain_original_is_opt_in(srv, face_jpeg):
 
 # ----------------------------------------------------------------------------- CORS
 
-EXT = "chrome-extension://" + "abcdefghijklmnopabcdefghijklmnop"
+from faceprov.config import SHIPPED_EXTENSION_ID  # noqa: E402
+
+EXT = "chrome-extension://" + SHIPPED_EXTENSION_ID
 
 
 @pytest.mark.parametrize("origin,allowed", [
     (EXT, True), ("https://app.example", True), ("https://evil.example", False),
+    ("chrome-extension://abcdefghijklmnopabcdefghijklmnop", False),  # another extension
     ("chrome-extension://short", False), ("null", False), (EXT + ".evil.example", False)])
 def test_cors(srv, origin, allowed):
     pre = requests.options(srv.url + "/v1/cloak", headers={
@@ -486,3 +489,34 @@ def test_summary_headers_say_what_was_measured(start_server, detector, sample_pa
         assert summary["try"] == {"strength": "high", "refine": 20} and summary["what_now"] == "try strength=high and/or refine=20"
     rec = requests.get(f"{s.url}/v1/cloaks/{r.json()['record_id']}", headers=hdr(key), timeout=T).json()
     assert rec["report"]["protection"]["protection"] == rep["headline"]
+
+
+def test_shipped_extension_id_is_the_manifest_key_and_configurable(monkeypatch):
+    """Chrome derives an extension's id from the public key in its manifest; the server's
+    default CORS id must be that one. An operator's own ids replace it."""
+    import base64
+    import hashlib
+
+    from faceprov.config import reset_settings, settings
+    from server.limits import CorsPolicy
+
+    from .conftest import ROOT
+
+    der = base64.b64decode(json.loads((ROOT / "extension" / "manifest.json").read_text())["key"])
+    ext_id = "".join(chr(ord("a") + int(c, 16)) for c in hashlib.sha256(der).hexdigest()[:32])
+    assert ext_id == SHIPPED_EXTENSION_ID
+    other = "abcdefghijklmnopabcdefghijklmnop"
+    monkeypatch.setenv("FACEPROV_SERVER_EXTENSION_IDS", other)
+    reset_settings()
+    try:
+        ids = settings().server_extension_ids
+        assert ids == (other,)
+        pol = CorsPolicy.of((), ids)
+        assert pol.allows("chrome-extension://" + other) and not pol.allows(EXT)
+        monkeypatch.setenv("FACEPROV_SERVER_EXTENSION_IDS", "not-an-id")
+        reset_settings()
+        with pytest.raises(ValueError, match="extension id"):
+            settings()
+    finally:
+        monkeypatch.delenv("FACEPROV_SERVER_EXTENSION_IDS")
+        reset_settings()
