@@ -78,6 +78,9 @@ class Settings:
     server_host: str = "127.0.0.1"
     server_port: int = 8765
     server_max_body: int = 40 * 1024 * 1024  # bytes of one request body
+    # pixels of one uploaded image: what phones post (12 MP, 24 MP, a 48/50 MP full-resolution
+    # mode is refused with a clear 413); the CLI keeps FACEPROV_MAX_PIXELS
+    server_max_pixels: int = 25_000_000
     server_queue_size: int = 32  # photos admitted into the pipeline at once; more -> 503
     server_batch_size: int = 16  # faces per model call
     server_max_wait_ms: float = 10.0  # how long the first face waits for batch mates
@@ -179,7 +182,7 @@ def settings() -> Settings:
     if "audit_key" in kw and len(kw["audit_key"]) < 16:
         raise ValueError("the audit key (FACEPROV_AUDIT_KEY / FACEPROV_AUDIT_KEY_FILE) must be at least 16 "
                          "characters; make one with: python -c 'import secrets; print(secrets.token_hex(32))'")
-    for name, conv in (("HOST", str), ("PORT", int), ("MAX_BODY", int), ("QUEUE_SIZE", int),
+    for name, conv in (("HOST", str), ("PORT", int), ("MAX_BODY", int), ("MAX_PIXELS", int), ("QUEUE_SIZE", int),
                        ("BATCH_SIZE", int), ("MAX_WAIT_MS", float), ("REQUEST_TIMEOUT", float),
                        ("RATE_LIMIT", float), ("RATE_BURST", int)):
         if (v := _env(f"SERVER_{name}")):

@@ -36,7 +36,7 @@ class ServerConfig:
     fail_rate_limit: float = 0.5
     fail_rate_burst: int = 20
     max_body: int = 40 * 1024 * 1024
-    max_pixels: int = 50_000_000
+    max_pixels: int = 25_000_000
     max_refine: int = 50
     cpu_threads: int | None = None
     # the registry's recognizers, the same as the CLI's (faceprov.cloak.protect.REGISTRY_RECOGNIZERS);
@@ -69,7 +69,7 @@ class ServerConfig:
                    queue_size=s.server_queue_size, request_timeout=s.server_request_timeout,
                    cors_origins=tuple(s.server_cors_origins), extension_ids=tuple(s.server_extension_ids),
                    rate_limit=s.server_rate_limit,
-                   rate_burst=s.server_rate_burst, max_body=s.server_max_body, max_pixels=s.max_pixels)
+                   rate_burst=s.server_rate_burst, max_body=s.server_max_body, max_pixels=s.server_max_pixels)
         return replace(base, **{k: v for k, v in over.items() if v is not None})
 
 

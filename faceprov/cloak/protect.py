@@ -25,7 +25,7 @@ import torch
 from ..config import settings
 from ..faces.align import align as _align, paste_back as _paste_back
 from ..faces import io as fio
-from ..faces.detect import Detector, Face, detect_photo
+from ..faces.detect import Detector, Face, detect_photo, detection_copy, faces_to_photo
 from ..faces.union import default_union_detector
 from .model import CloakModel, load_default
 
@@ -171,8 +171,10 @@ class Protector:
             smallest = int(getattr(getattr(self.detector, "mtcnn", None), "min_face_size", 20) or 20)
             if min(rgb.shape[0], rgb.shape[1]) < smallest:  # as in detect_photo: MTCNN fails on those
                 return [], [], []
-            d = self.detector.detect_info(rgb)
-            return d.faces, list(d.detectors), list(d.warnings)
+            small, sx, sy = detection_copy(rgb)  # detectors look at <= 4 MP (faces/detect.py)
+            d = self.detector.detect_info(small)
+            min_face = getattr(getattr(self.detector, "primary", self.detector), "min_face", None)
+            return faces_to_photo(d.faces, sx, sy, min_face), list(d.detectors), list(d.warnings)
         return detect_photo(self.detector, rgb), [getattr(self.detector, "name", "mtcnn")], []
 
     def check_options(self, strength: str | None, refine: int) -> str:

@@ -97,3 +97,31 @@ def test_replace_mode_round_trip_is_close(detector, sample_path):
 
     x0, y0, x1, y1 = face_region(p.rgb.shape, a)
     assert metrics.psnr(p.rgb[y0:y1, x0:x1], out[y0:y1, x0:x1]) > 30
+
+
+def test_large_photos_are_detected_on_a_small_copy(detector, lfw_root):
+    """A 16 MP photo is searched on a <= 4 MP copy (cost: issue 17 item 4); the face comes back
+    in the photo's own pixels, where detection at full size would put it."""
+    from PIL import Image
+
+    from faceprov.faces.detect import DETECT_MAX_PIXELS, detect_photo
+
+    seen = []
+
+    class Spy:
+        min_face, mtcnn = detector.min_face, detector.mtcnn
+
+        def detect(self, rgb):
+            seen.append(rgb.shape[0] * rgb.shape[1])
+            return detector.detect(rgb)
+
+    small = Image.open(lfw_root / "images" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg").convert("RGB")
+    ref = detect_photo(detector, np.asarray(small))
+    big = np.asarray(small.resize((4000, 4000), Image.BICUBIC))
+    faces = detect_photo(Spy(), big)
+    assert seen and max(seen) <= DETECT_MAX_PIXELS
+    assert len(faces) == len(ref) >= 1
+    k = 4000 / small.width
+    assert np.allclose(np.asarray(faces[0].box), np.asarray(ref[0].box) * k, atol=0.05 * faces[0].size)
+    assert np.allclose(faces[0].landmarks, ref[0].landmarks * k, atol=0.05 * faces[0].size)
+    assert faces[0].skipped is None and faces[0].size > 1000
