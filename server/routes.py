@@ -442,9 +442,25 @@ async def verify(request: web.Request) -> web.Response:
 
     await repo.shared.put(EVIDENCE, vid, png, ttl=cfg.evidence_ttl, content_type="image/png",
                           owner_id=p.account_id, ref_id=vid, max_bytes=cfg.evidence_max_bytes)
-    doc = finite({"id": vid, **res.to_json(), "provenance": prov,
+    doc = finite({"id": vid, **_public_result(res.to_json()), "provenance": prov,
                   "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
     return _json(doc)
+
+
+def _public_result(doc: dict) -> dict:
+    """What a platform is told about the registry: only matches above the recognizer's
+    threshold, and no best candidate where the answer abstains. A below-threshold hit is not
+    evidence of anything, and listing it would let a caller probe who is enrolled."""
+    for f in doc.get("faces", []):
+        for side in ("source", "target"):
+            ans = f.get(side) or {}
+            if ans.get("identity") is None and ans.get("candidate") is not None:
+                ans["candidate"] = None
+        for rec in (f.get("recovery") or {}).values():
+            for side in ("source", "target"):
+                part = rec.get(side) or {}
+                part["matches"] = [m for m in part.get("matches", []) if m.get("above_lfw_threshold")]
+    return doc
 
 
 async def get_evidence(request: web.Request) -> web.Response:

@@ -93,3 +93,22 @@ def test_access_log_has_no_query_string(srv, caplog):
     assert hit, lines[-5:]
     assert all(secret not in ln and "?" not in ln for ln in hit)
     assert all(srv.keys["aud"] not in ln for ln in lines)
+
+
+def test_always_recover_names_only_matches_above_threshold(start_server, face_jpeg, face_jpeg2):
+    """Recovery forced on any photo must not list registry hits below the threshold (nor an
+    abstaining side's best candidate): that would tell a caller who is enrolled."""
+    s = start_server()
+    alice, plat = make_key(s.db_url, "alice", "user"), make_key(s.db_url, "plat", "platform")
+    assert requests.post(s.url + "/v1/identities", data=face_jpeg, headers=hdr(alice), timeout=T).status_code == 201
+    r = requests.post(s.url + "/v1/verify?always_recover=true", data=face_jpeg2, headers=hdr(plat), timeout=T)
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    assert faces and faces[0]["recovery"]
+    for f in faces:
+        for side in ("source", "target"):
+            if f[side]["identity"] is None:
+                assert f[side].get("candidate") is None
+        for rec in f["recovery"].values():
+            for side in ("source", "target"):
+                assert all(m["above_lfw_threshold"] for m in rec[side]["matches"])
