@@ -184,10 +184,8 @@ def detect(image: Path, as_json: bool = typer.Option(False, "--json")) -> None:
 def embed(image: Path, recognizer: str = typer.Option("dlib", "--recognizer", "-r"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Embeddings of every face in a photo under one recognizer."""
-    import torch
-
     from . import recognizers as rec
-    from .faces import align, default_detector, read
+    from .faces import default_detector, read
 
     r = rec.get(recognizer)
     photo = read(image)
@@ -195,12 +193,7 @@ def embed(image: Path, recognizer: str = typer.Option("dlib", "--recognizer", "-
     if not faces:
         err.print(f"[red]no usable face in {image}")
         raise typer.Exit(3)
-    crops = [align(photo.rgb, f.landmarks, r.input_size, r.template).crop for f in faces]
-    import numpy as np
-
-    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-    with torch.no_grad():
-        e = r.embed(x).cpu().numpy()
+    e = r.embed_faces([(photo.rgb, f.landmarks) for f in faces])
     doc = {"image": str(image), "recognizer": r.name, "dim": r.dim,
            "faces": [{"box": f.to_json()["box"], "embedding": [round(float(v), 6) for v in v_]}
                      for f, v_ in zip(faces, e)]}

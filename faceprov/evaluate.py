@@ -19,7 +19,6 @@ from . import recognizers as rec
 from .data import lfw
 from .data.landmarks import landmarks_for
 from .faces import io as fio
-from .faces.align import align
 
 Progress = Callable[[str, int, int], None] | None  # (label, done, total)
 
@@ -30,11 +29,7 @@ def embed_files(r: rec.Recognizer, root: Path, relpaths: list[str], lms: dict, b
     uniq = list(dict.fromkeys(relpaths))
     for i in range(0, len(uniq), batch):
         chunk = uniq[i:i + batch]
-        crops = np.stack([align(fio.read(Path(root) / p).rgb, lms[p], r.input_size, r.template).crop
-                          for p in chunk])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-        with torch.no_grad():
-            out.append(r.embed(x).cpu())
+        out.append(torch.from_numpy(r.embed_faces([(fio.read(Path(root) / p).rgb, lms[p]) for p in chunk], batch)))
         if progress:
             progress(label or r.name, min(i + batch, len(uniq)), len(uniq))
     emb = torch.cat(out) if out else torch.empty(0)

@@ -546,12 +546,9 @@ from faceprov.recognizers.base import registry_key  # noqa: E402  (one definitio
 def _embed_one(prot, data: bytes, names: tuple[str, ...], max_pixels: int, max_bytes: int) -> tuple[dict, list]:
     """Decode, find exactly one usable face, embed it with each available recognizer.
     Runs on the model thread; the embeddings never leave this function except to the store."""
-    import torch
-
     from faceprov import recognizers as recmod
     from faceprov.cloak.protect import NoFaceError
     from faceprov.faces import io as fio
-    from faceprov.faces.align import align
 
     photo = fio.decode(data, max_pixels=max_pixels, max_bytes=max_bytes)
     use, skipped = prot.usable(prot.detect(photo.rgb))
@@ -567,10 +564,7 @@ def _embed_one(prot, data: bytes, names: tuple[str, ...], max_pixels: int, max_b
             r = recmod.get(n, str(prot.device))
         except Exception:  # noqa: BLE001 - unavailable recognizers are skipped
             continue
-        crop = align(photo.rgb, face.landmarks, r.input_size, r.template).crop
-        x = torch.from_numpy(crop[None]).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            out[registry_key(r)] = r.embed(x)[0].cpu().numpy()
+        out[registry_key(r)] = r.embed_faces([(photo.rgb, face.landmarks)])[0]
     if not out:
         raise ApiError(503, "recognizer_unavailable",
                        f"none of the enrolment recognizers ({', '.join(names)}) is available on this server")

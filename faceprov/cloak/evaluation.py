@@ -65,13 +65,7 @@ def _central_landmarks(detector, rgb) -> np.ndarray | None:
 
 
 def _embed_all(r: rec.Recognizer, items: list[tuple[np.ndarray, np.ndarray]], batch: int = 32) -> torch.Tensor:
-    out = []
-    for i in range(0, len(items), batch):
-        crops = np.stack([_align(rgb, lm, r.input_size, r.template).crop for rgb, lm in items[i:i + batch]])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            out.append(r.embed(x).cpu())
-    return torch.cat(out)
+    return torch.from_numpy(r.embed_faces(items, batch))
 
 
 def _noise_like(photo_rgb: np.ndarray, lm: np.ndarray, protector: Protector, target_psnr: float,

@@ -295,11 +295,7 @@ def face_embeddings(result: ProtectResult, names=REGISTRY_RECOGNIZERS) -> list[d
         if not ok:
             continue
         r = rec.get(n)
-        crops = np.stack([_align(result.photo.rgb, np.asarray(f.landmarks, np.float32), r.input_size,
-                                 r.template).crop for f in result.faces])
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            e = r.embed(x).cpu().numpy()
+        e = r.embed_faces([(result.photo.rgb, f.landmarks) for f in result.faces])
         for d, v in zip(out, e):
             d[r.registry_key] = v
     return out

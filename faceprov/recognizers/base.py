@@ -63,6 +63,27 @@ class Recognizer(ABC):
         e = self._forward(x)
         return F.normalize(e.float(), dim=1)
 
+    def embed_faces(self, items, batch: int = 32):
+        """Faces in photos -> embeddings, the one way every pipeline does it: each (rgb, landmarks)
+        pair (an RGB uint8 photo and its 5 points) is aligned with this recognizer's own template
+        at its own input size, then embedded without gradients, `batch` crops at a time.
+        Returns a float32 numpy array (len(items), dim)."""
+        import numpy as np
+
+        from ..faces.align import align
+
+        items = list(items)
+        if not items:
+            return np.zeros((0, self.dim), np.float32)
+        out = []
+        for i in range(0, len(items), batch):
+            crops = np.stack([align(rgb, np.asarray(lm, np.float32), self.input_size, self.template).crop
+                              for rgb, lm in items[i:i + batch]])
+            x = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255
+            with torch.no_grad():
+                out.append(self.embed(x).cpu().numpy().astype(np.float32))
+        return np.concatenate(out)
+
     @property
     def threshold(self) -> float | None:
         """Cosine-similarity threshold from LFW calibration (same person if sim >= threshold)."""
