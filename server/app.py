@@ -198,8 +198,6 @@ def create_app(cfg: ServerConfig | None = None) -> web.Application:
 
 # ----------------------------------------------------------------------------- running
 
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'  # kept for callers; SafeAccessLogger is what runs
-
 
 class SafeAccessLogger(AbstractAccessLogger):
     """One line per request: client address, method, path, status, bytes, seconds. No query
