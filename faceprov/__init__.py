@@ -16,6 +16,8 @@ _EXPORTS = {
     "ProtectJob": ("faceprov.cloak.job", "ProtectJob"),
     "JobOptions": ("faceprov.cloak.job", "JobOptions"),
     "Verifier": ("faceprov.recover.verify", "Verifier"),
+    "VerifyJob": ("faceprov.recover.job", "VerifyJob"),
+    "VerifyOptions": ("faceprov.recover.job", "VerifyOptions"),
     "open_repo": ("faceprov.store.repo", "open_repo"),
 }
 __all__ = ["__version__", *_EXPORTS]

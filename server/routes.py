@@ -379,24 +379,10 @@ async def _cloak(request: web.Request, p: Principal, data: bytes, opts, jopts, r
 
 # ----------------------------------------------------------------------------- verify
 
-async def _provenance(worker, repo, res) -> dict:
-    """Provenance by context (faceprov.provenance.match) with the hashing on the CPU pool."""
-    from faceprov.provenance.context import CANDIDATE_DISTANCE
-    from faceprov.provenance.match import decide, photo_hashes, provenance_doc
-
-    if res.photo is None:
-        return provenance_doc([], {"context_pdq": None, "photo_pdq": None})
-    rgb, boxes = res.photo.rgb, [f.box for f in res.faces]
-    hashes = await worker.run_cpu(photo_hashes, rgb, boxes, stage="provenance")
-    cands = await repo.find_provenance(hashes["context_pdq"], hashes["photo_pdq"],
-                                       context_distance=CANDIDATE_DISTANCE)
-    return provenance_doc(await worker.run_cpu(decide, rgb, boxes, cands, stage="provenance"), hashes)
-
-
 async def verify(request: web.Request) -> web.Response:
     """Detect a face swap, restore source and target faces, match them against the registry;
     records the verification (verdict + matched identity ids, no pixels, no embeddings)."""
-    from faceprov.recover.verify import evidence_png, match_registry
+    from faceprov.recover.job import VerifyJob, VerifyOptions
 
     app = request.app
     p: Principal = await app[AUTH].require(request, "verify")
@@ -409,58 +395,35 @@ async def verify(request: web.Request) -> web.Response:
                        headers={"Retry-After": "30"} if vs.status == "loading" else None)
     always = _bool("always_recover", _opt(request, fields, "always_recover"))
     repo = _repo(request)
-    v = vs.verifier
+    # the one verify job (faceprov.recover.job) the CLI also runs
+    job = VerifyJob(vs.verifier, repo)
+    opts = VerifyOptions(recover="always" if always else "auto")
 
     async def pipeline():
-        res = await worker.run_model(v.check, data, recover="always" if always else "auto",
-                                     max_pixels=cfg.max_pixels, max_bytes=cfg.max_body, stage="verify")
-        await match_registry(repo, res, k=3)
-        # provenance by context: the cloak record (and its owner) of the photo a swap was made on
-        prov = await _provenance(worker, repo, res)
-        png = await worker.run_cpu(evidence_png, res, stage="evidence")
-        return res, prov, png
+        res = await worker.run_model(job.check, data, opts, max_pixels=cfg.max_pixels, max_bytes=cfg.max_body,
+                                     stage="verify")
+        return await job.complete(res, options=opts, run_cpu=worker.run_cpu)
 
     async with worker.admit(p.key_id):
         try:
-            res, prov, png = await asyncio.wait_for(pipeline(), cfg.request_timeout)
+            out = await asyncio.wait_for(pipeline(), cfg.request_timeout)
         except (asyncio.TimeoutError, TimeoutError):
             raise ApiError(504, "timeout",
                            f"the request took longer than the server's limit of {cfg.request_timeout:g} s") from None
+    res = out.result
     if res.verdict == "no_face":
         why = f" ({len(res.skipped)} too small or unclear: {res.skipped[0]['reason']})" if res.skipped else ""
         raise ApiError(422, "no_face", "no face to check in the image" + why)
-    # the verification record names only the people the fused answer named from the registry
-    # (its calibrated rule), never a per-model detail above the clean-photo threshold
-    matches = [{"face": f.index, "model": "fused", "side": side, "identity_id": a["candidate"]["identity_id"],
-                "similarity": a["similarity"]}
-               for f in res.faces for side in ("source", "target") for a in [f.answer.get(side) or {}]
-               if a.get("identity") and (a.get("candidate") or {}).get("identity_id")]
-    vid = await repo.record_verification(p.account_id, res.input_sha256, res.verdict, matches)
+    vid = await job.record(out, p.account_id)
     # in the database, so another replica can serve evidence_url; it expires, and erasing a record
     # or an identity the verification names removes it
     from faceprov.store.shared import EVIDENCE
 
-    await repo.shared.put(EVIDENCE, vid, png, ttl=cfg.evidence_ttl, content_type="image/png",
+    await repo.shared.put(EVIDENCE, vid, out.evidence, ttl=cfg.evidence_ttl, content_type="image/png",
                           owner_id=p.account_id, ref_id=vid, max_bytes=cfg.evidence_max_bytes)
-    doc = finite({"id": vid, **_public_result(res.to_json()), "provenance": prov,
-                  "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
+    # public: a platform is told only registry matches above the threshold (faceprov.recover.job)
+    doc = finite({**out.to_json(public=True), "evidence_url": f"/v1/verifications/{vid}/evidence.png"})
     return _json(doc)
-
-
-def _public_result(doc: dict) -> dict:
-    """What a platform is told about the registry: only matches above the recognizer's
-    threshold, and no best candidate where the answer abstains. A below-threshold hit is not
-    evidence of anything, and listing it would let a caller probe who is enrolled."""
-    for f in doc.get("faces", []):
-        for side in ("source", "target"):
-            ans = f.get(side) or {}
-            if ans.get("identity") is None and ans.get("candidate") is not None:
-                ans["candidate"] = None
-        for rec in (f.get("recovery") or {}).values():
-            for side in ("source", "target"):
-                part = rec.get(side) or {}
-                part["matches"] = [m for m in part.get("matches", []) if m.get("above_lfw_threshold")]
-    return doc
 
 
 async def get_evidence(request: web.Request) -> web.Response:

@@ -1,5 +1,5 @@
 """`faceprov verify IMAGE` and `faceprov eval recovery`: thin wrappers over
-`faceprov.recover.verify.Verifier` and `faceprov.recover.evaluation.eval_recovery`.
+`faceprov.recover.job.VerifyJob` and `faceprov.recover.evaluation.eval_recovery`.
 
 Registered in faceprov/cli.py:
 
@@ -51,10 +51,21 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
            recognizer: str = typer.Option("sface", "--recognizer", help="recognizer used to match recovered faces "
                                           "(the fused answer is calibrated for sface; another one abstains)"),
            device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default FACEPROV_DEVICE)"),
+           no_record: bool = typer.Option(False, "--no-record", help="with a store: do not record the verification"),
+           requester: Optional[str] = typer.Option(None, "--requester", help="account the verification is recorded "
+                                                   "for (default: your user name)"),
            as_json: bool = typer.Option(False, "--json")) -> None:
-    """Is IMAGE a face swap? Restore the source and target faces and say whose they are."""
+    """Is IMAGE a face swap? Restore the source and target faces and say whose they are.
+
+    With a store (--db or --registry) the recovered faces are searched in its registry, the photo
+    is traced to the cloak record it was made from, and the verification is recorded (verdict
+    and the identities named, no pixels), as POST /v1/verify does."""
+    import asyncio
+    import getpass
+
     from ..faces.io import ImageError
-    from ..recover.verify import Gallery, evidence_png, match_registry
+    from ..recover.job import VerifyJob, VerifyOptions
+    from ..recover.verify import Gallery
 
     if (gallery is None) != (root is None):
         raise typer.BadParameter("--gallery and --root go together")
@@ -67,31 +78,30 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
         if not gallery.exists():
             raise typer.BadParameter(f"gallery TSV {gallery} not found")
         gal = Gallery.from_tsv(gallery, root, v.recognizer)
-    res = v.check(data, gallery=gal, recover="always" if always else "auto", k=k)
-    prov = None
-    if db or registry:
-        import asyncio
+    opts = VerifyOptions(recover="always" if always else "auto", k=k, evidence=evidence is not None,
+                         record=not no_record)
+    who = (requester or getpass.getuser() or "local") if (db or registry) and not no_record else None
 
-        from ..store.repo import open_repo
+    async def run():
+        # the one verify job (faceprov.recover.job) the server also runs
+        repo = None
+        if db or registry:
+            from ..store.repo import open_repo
 
-        from ..provenance.match import provenance
-
-        async def run():
             repo = await open_repo(db, upgrade=True)
-            try:
-                await match_registry(repo, res, k=k)
-                return await provenance(repo, res)
-            finally:
+        try:
+            return await VerifyJob(v, repo, gallery=gal).run(data, requester=who, options=opts)
+        finally:
+            if repo is not None:
                 await repo.db.close()
 
-        prov = asyncio.run(run())
-    doc = res.to_json()
-    if prov is not None:  # which cloak record the photo (or the photo a swap was made on) is
-        doc["provenance"] = prov
+    out = asyncio.run(run())
+    res, prov = out.result, out.provenance
+    doc = out.to_json()
     doc["input"] = str(image)
     if evidence is not None:
         evidence.parent.mkdir(parents=True, exist_ok=True)
-        evidence.write_bytes(evidence_png(res, gal))
+        evidence.write_bytes(out.evidence)
         doc["evidence"] = str(evidence)
     if as_json:
         _emit(doc)
@@ -116,6 +126,8 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
                      f"({r['by']}, distance {r['distance']})")
             if not prov["records"]:
                 _say("  no cloak record matches the photo's context or the photo")
+        if out.verification_id is not None:
+            _say(f"recorded as verification {out.verification_id}")
         if evidence is not None:
             _say(f"evidence: {evidence}")
 

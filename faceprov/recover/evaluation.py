@@ -32,11 +32,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from .. import metrics
 from ..faces import io as fio
-from ..faces.align import align
 from .verify import Gallery, Verifier
 
 
@@ -73,14 +71,9 @@ def eval_recovery(swaps: Path, verifier: Verifier, *, recognizer: str = "mobilef
     lm_st, miss_st = landmarks_for(root, st_rel)
     missing = set(miss_sw)
 
-    def bb_embed(crops: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            return bb.embed(x.to(verifier.device)).float().cpu().numpy()
-
     cb("reference faces", 0, 1)
-    ref = {p: bb_embed(align(fio.read(root / p).rgb, lm_st[p], bb.input_size, bb.template).crop[None])[0]
-           for p in st_rel}
+    # one photo at a time: a large triplet folder's reference photos need not all sit in memory
+    ref = {p: bb.embed_faces([(fio.read(root / p).rgb, lm_st[p])])[0] for p in st_rel}
     cb("reference faces", 1, 1)
     gallery = Gallery.from_tsv(labels, root, bb, exclude=st_rel)
 
@@ -104,7 +97,7 @@ def eval_recovery(swaps: Path, verifier: Verifier, *, recognizer: str = "mobilef
         union = (pm | gm).sum()
         ious.append(float((pm & gm).sum() / union) if union else 1.0)
         es, et = ref[r["source"]], ref[r["target"]]
-        outs = {"baseline": bb_embed(align(rgb, lm, bb.input_size, bb.template).crop[None])[0]}
+        outs = {"baseline": bb.embed_faces([(rgb, lm)])[0]}
         for kind in models:
             t1 = time.perf_counter()
             s, t = verifier.recover_crops(kind, verifier.recovery[kind], fc.crop[None], fc.mask[None])

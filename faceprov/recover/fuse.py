@@ -264,11 +264,8 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
     and recovery. Returns (searches, clean, gallery): `clean` = the judge's embeddings of the true
     source/target photos (the ceiling), gallery = one photo per identity of the labels TSV that is
     in no triplet."""
-    import torch
-
     from ..data.landmarks import landmarks_for
     from ..faces import io as fio
-    from ..faces.align import align
     from ..swap.make import read_triplets
     from .verify import Gallery
 
@@ -281,11 +278,6 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
     st = list(dict.fromkeys(p for r in rows for p in (r["source"], r["target"])))
     lm_st, miss_st = landmarks_for(root, st)
 
-    def emb(crops):
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            return judge.embed(x.to(verifier.device)).float().cpu().numpy()
-
     gallery = Gallery.from_tsv(labels, root, judge, exclude=st)
     searches, clean = [], []
     for i, r in enumerate(rows):
@@ -296,7 +288,7 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
         rgb = fio.read(swaps / r["swapped"]).rgb
         lm = lm_sw[r["swapped"]]
         fc = verifier.analyse_faces(rgb, [lm], recover="always")[0]
-        vec_s = {SWAPPED: emb(align(rgb, lm, judge.input_size, judge.template).crop[None])[0]}
+        vec_s = {SWAPPED: judge.embed_faces([(rgb, lm)])[0]}
         vec_t = {SWAPPED: vec_s[SWAPPED]}
         for kind, rec in fc.recovered.items():
             e = verifier.embed_recovered(np.stack([rec.source, rec.target]), kind, recognizer=judge)
@@ -305,8 +297,7 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
         searches.append(Search("target", r["target_identity"], vec_t))
         for side, p, who in (("source", r["source"], r["source_identity"]), ("target", r["target"], r["target_identity"])):
             if p not in miss_st:
-                clean.append(Search(side, who, {"clean": emb(align(fio.read(root / p).rgb, lm_st[p], judge.input_size,
-                                                                   judge.template).crop[None])[0]}))
+                clean.append(Search(side, who, {"clean": judge.embed_faces([(fio.read(root / p).rgb, lm_st[p])])[0]}))
     if progress:
         progress("recover", len(rows), len(rows))
     return searches, clean, gallery

@@ -121,6 +121,8 @@ class Gallery:
         if not paths:
             raise ValueError(f"{labels}: no gallery photos")
         lms, _ = landmarks_for(Path(root), paths, progress=progress)
+        # not embed_faces: the aligned crops are kept as the evidence picture's thumbnails, so
+        # aligning once here serves both
         crops = np.stack([align(fio.read(Path(root) / p).rgb, lms[p], recognizer.input_size,
                                 recognizer.template).crop for p in paths])
         emb = _embed_crops(recognizer, crops)
@@ -355,6 +357,8 @@ class Verifier:
         match recognizer), realigned into the recognizer's own template."""
         from ..faces.warp import realign
 
+        # not embed_faces: a recovered face has no photo and no landmarks, only the model's own
+        # aligned crop, which is warped from the model's template into the recognizer's
         rec = recognizer or self.recognizer
         model = self.recovery[kind]
         tpl = crop_template(int(model.config.size), float(model.config.context))
@@ -449,13 +453,11 @@ class Verifier:
 
     def _fuse(self, rgb: np.ndarray, c: FaceCheck, gallery: Gallery | None) -> None:
         """The fused search of each side (gallery part; `match_registry` adds the registry's)."""
-        from ..faces.align import align
         from . import fuse
 
         rec = self.recognizer
         if c.landmarks is not None:
-            crop = align(rgb, c.landmarks, rec.input_size, rec.template).crop
-            c.swapped_embedding = _embed_crops(rec, crop[None])[0]
+            c.swapped_embedding = rec.embed_faces([(rgb, c.landmarks)])[0]
         vecs = {"source": {fuse.SWAPPED: c.swapped_embedding}, "target": {fuse.SWAPPED: c.swapped_embedding}}
         for kind, r in c.recovered.items():
             vecs["source"][kind], vecs["target"][kind] = r.source_embedding, r.target_embedding

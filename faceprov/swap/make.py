@@ -170,10 +170,8 @@ def identity_check(swaps_dir: Path, root: Path, recognizer: str = "dlib", detect
     most central face) and the source and target faces are aligned with the recognizer's own
     template; reports the share with sim(swapped, source) > sim(swapped, target) and mean sims.
     This is also the no-recovery baseline of the recovery benchmark (R-Acc target side = 1 - share)."""
-    import torch
-
     from ..data.landmarks import _pick_central
-    from ..faces import align, default_detector
+    from ..faces import default_detector
     from ..faces import io as fio
     from ..recognizers import get
 
@@ -182,19 +180,14 @@ def identity_check(swaps_dir: Path, root: Path, recognizer: str = "dlib", detect
     det = detector or default_detector()
     rows = read_triplets(swaps_dir)[:limit]
 
-    def crop(rgb):
-        lm = _pick_central(det.detect(rgb), rgb.shape)
-        return None if lm is None else align(rgb, lm, rec.input_size, rec.template).crop
-
     s_src, s_tgt, missed = [], [], 0
     for r in rows:
-        crops = [crop(fio.read(p).rgb) for p in (swaps_dir / r["swapped"], root / r["source"], root / r["target"])]
-        if any(c is None for c in crops):
+        rgbs = [fio.read(p).rgb for p in (swaps_dir / r["swapped"], root / r["source"], root / r["target"])]
+        lms = [_pick_central(det.detect(rgb), rgb.shape) for rgb in rgbs]
+        if any(lm is None for lm in lms):
             missed += 1
             continue
-        x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            e = rec.embed(x)
+        e = rec.embed_faces(list(zip(rgbs, lms)))
         s_src.append(float(e[0] @ e[1]))
         s_tgt.append(float(e[0] @ e[2]))
     a, b = np.array(s_src), np.array(s_tgt)
