@@ -446,8 +446,8 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     Exit codes: 0 all cloaked; 3 some not cloaked (listed); 2 none cloaked or bad arguments; 4 no model file.
     """
     import asyncio
-    import getpass
 
+    from .config import local_user
     from .cloak.job import JobOptions, ProtectJob
     from .cloak.protect import NoFaceError, Protector
     from .cloak.report import overview_png, render_html
@@ -489,7 +489,7 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
         from .store.repo import open_repo
 
         repo = loop.run_until_complete(open_repo(db, upgrade=True))
-        owner = owner or getpass.getuser() or "local"
+        owner = owner or local_user()
         loop.run_until_complete(repo.get_or_create_account(owner, "user"))
     job = ProtectJob(prot, repo, not_measured=NOT_MEASURED)
     options = JobOptions(strength=strength, refine=refine, keep_gps=keep_gps, report=report is not None)

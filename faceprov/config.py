@@ -198,6 +198,18 @@ def settings() -> Settings:
     return Settings(**kw)
 
 
+def local_user(default: str = "local") -> str:
+    """The login name of whoever runs the CLI, the default owner/requester of what it records.
+    getpass.getuser() raises (KeyError/OSError) where the uid has no passwd entry and no LOGNAME/
+    USER is set, as in a container started with an arbitrary --user: then `default`."""
+    import getpass
+
+    try:
+        return getpass.getuser() or default
+    except (KeyError, OSError, ImportError):
+        return default
+
+
 def reset_settings() -> None:
     """Forget the cached settings (tests change FACEPROV_* variables)."""
     settings.cache_clear()

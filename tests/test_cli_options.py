@@ -87,3 +87,22 @@ def test_cloak_help_and_readme_say_cloaked_not_protected():
                   "only when all were protected"):
         assert wrong not in readme
     assert "exits 0 only when all were cloaked" in readme
+
+
+def test_local_user_without_a_passwd_entry(monkeypatch):
+    """A container started with an arbitrary uid has no passwd entry and often no LOGNAME/USER:
+    getpass.getuser() raises there, and the CLI's default owner/requester must not."""
+    import getpass
+
+    from faceprov.config import local_user
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
+    assert local_user() == "alice"
+
+    def no_entry():
+        raise KeyError("getpwuid(): uid not found: 4242")
+
+    monkeypatch.setattr(getpass, "getuser", no_entry)
+    assert local_user() == "local"
+    monkeypatch.setattr(getpass, "getuser", lambda: (_ for _ in ()).throw(OSError("No username set")))
+    assert local_user("someone") == "someone"

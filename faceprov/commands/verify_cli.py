@@ -61,8 +61,8 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
     is traced to the cloak record it was made from, and the verification is recorded (verdict
     and the identities named, no pixels), as POST /v1/verify does."""
     import asyncio
-    import getpass
 
+    from ..config import local_user
     from ..faces.io import ImageError
     from ..recover.job import VerifyJob, VerifyOptions
     from ..recover.verify import Gallery
@@ -80,7 +80,7 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
         gal = Gallery.from_tsv(gallery, root, v.recognizer)
     opts = VerifyOptions(recover="always" if always else "auto", k=k, evidence=evidence is not None,
                          record=not no_record)
-    who = (requester or getpass.getuser() or "local") if (db or registry) and not no_record else None
+    who = (requester or local_user()) if (db or registry) and not no_record else None
 
     async def run():
         # the one verify job (faceprov.recover.job) the server also runs

@@ -1,7 +1,10 @@
 """Provenance search for the verify path: which cloak record was a suspicious photo made from?
 
     records = await match_context(repo, photo_rgb, boxes)      # [{record_id, owner, distance, by}]
-    doc["provenance"] = await provenance(repo, verify_result)  # {"records": [...], "by": ...}
+    doc["provenance"] = provenance_doc(records, hashes)        # {"records": [...], "by": ...}
+
+The verify job (faceprov.recover.job.VerifyJob) runs the same stages apart — photo_hashes and
+decide on its CPU pool, the store search in between — so the model worker is never blocked.
 
 A swap made on a photo that faceprov cloaked keeps that photo's context (hair, background,
 body): the context PDQ of the suspicious photo (its faces masked out with the boxes detected on
@@ -11,7 +14,7 @@ not to move it). `repo` is a faceprov.store.Repo; this module does not import th
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from . import pdq as pdqmod
 from .context import CANDIDATE_DISTANCE, CONTEXT_DISTANCE, align_boxes, context_pdq
@@ -93,15 +96,3 @@ def provenance_doc(records: list[dict], hashes: dict) -> dict:
             "context_pdq": hashes.get("context_pdq"), "photo_pdq": hashes.get("photo_pdq"),
             "thresholds": {"context_pdq": CONTEXT_DISTANCE, "photo_pdq": pdqmod.MATCH_DISTANCE}}
 
-
-async def provenance(repo, result: Any, limit: int = 20) -> dict:
-    """`provenance_doc` for a faceprov.recover.verify.VerifyResult: its decoded photo and the
-    boxes of the faces it checked (the cloak record masks the faces it cloaked; faces too small
-    or unclear to check are skipped on both sides)."""
-    photo = getattr(result, "photo", None)
-    if photo is None:
-        return provenance_doc([], {"context_pdq": None, "photo_pdq": None})
-    boxes = [f.box for f in getattr(result, "faces", [])]
-    hashes = photo_hashes(photo.rgb, boxes)
-    records = await match_context(repo, photo.rgb, boxes, hashes=hashes, limit=limit)
-    return provenance_doc(records, hashes)
