@@ -25,6 +25,15 @@ from .validation import MAX_LIMIT, SYSTEM_ACTOR, _iso, check_limit, check_text, 
 from .vectors import MAX_K, Hit, as_unit
 
 
+
+def _query(vector: Any, dim: int):
+    """A search vector as a unit vector of the recognizer's dimension; a bad one is the caller's
+    mistake (InvalidInput, a 400), not a server error."""
+    try:
+        return as_unit(vector, dim)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+
 class RegistryMixin:
     """Repo's registry; needs Repo's transactions, `_audit` and `_account`."""
 
@@ -260,22 +269,14 @@ class RegistryMixin:
             rec = await vectors.recognizer(key)
             if rec is None:
                 return []
-            try:
-                q = as_unit(vector, rec.dim)
-            except ValueError as e:
-                raise InvalidInput(str(e)) from None
-            return await vectors.search(None, rec, q, k, threshold)
+            return await vectors.search(None, rec, _query(vector, rec.dim), k, threshold)
         async with self.read() as s:
             rec = (await s.execute(select(Recognizer.id, Recognizer.dim, Recognizer.generation)
                                    .where(Recognizer.name == key[0],
                                           Recognizer.version == key[1]))).first()
             if rec is None:
                 return []
-            try:
-                q = as_unit(vector, rec.dim)
-            except ValueError as e:
-                raise InvalidInput(str(e)) from None
-            return await self.db.vectors.search(s, rec, q, k, threshold)
+            return await self.db.vectors.search(s, rec, _query(vector, rec.dim), k, threshold)
 
     async def _recognizer_row(self, s, recognizer: Any) -> Recognizer:
         key = parse_recognizer(recognizer)
