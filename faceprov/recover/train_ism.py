@@ -62,6 +62,11 @@ class ISMTrainConfig:
     jpeg: float = 0.0              # share of samples re-encoded as JPEG (quality 60-95) after the blend
     self_blend_strong: bool = False  # the SBI paper's wider source transforms (self_blend.py `strong`)
     init_from: str | None = None   # warm start: an ISM model folder (same architecture)
+    # more unmanipulated photos as reals (and as self-blend bases): `extra_reals` photos of the
+    # labels TSV `extra_reals_labels` that no training triplet references (listed in the model
+    # folder's train_reals.txt, so ops/bench/detection keeps them out of its calibration set)
+    extra_reals: int = 0
+    extra_reals_labels: str | None = None
     ckpt_every: int = 200
     eval_every: int = 200
     log_every: int = 10
@@ -194,6 +199,30 @@ def build_dataset(swaps: list[str], root: str | Path | None, mcfg: ISMConfig, pr
     torch.save(data, tmp)
     os.replace(tmp, cache)
     return data
+
+
+def add_extra_reals(data: dict, cfg: ISMTrainConfig, progress: bool = False) -> dict:
+    """`data` with `cfg.extra_reals` more real crops: photos of `cfg.extra_reals_labels` that are
+    not already in it, drawn with a fixed seed (a labels TSV of the training split only)."""
+    from ..evaluate import read_labels
+
+    if not cfg.extra_reals_labels:
+        raise ValueError("extra_reals needs extra_reals_labels (a labels TSV of the training split)")
+    if cfg.root is None:
+        from ..data import lfw
+
+        root = lfw.root()
+    else:
+        root = Path(cfg.root)
+    have = set(data["groups"])
+    pool = [str(p) for p, _ in read_labels(Path(cfg.extra_reals_labels)) if str(p) not in have]
+    rng = np.random.default_rng(cfg.seed + 7)
+    paths = [pool[i] for i in sorted(rng.permutation(len(pool))[:cfg.extra_reals])]
+    crops, kept = aligned_photos(root, paths, cfg.model, progress)
+    s = cfg.model.size
+    return {"images": torch.cat([data["images"], crops]).contiguous(),
+            "masks": torch.cat([data["masks"], torch.zeros(len(kept), 1, s, s, dtype=torch.uint8)]).contiguous(),
+            "labels": torch.cat([data["labels"], torch.zeros(len(kept))]), "groups": data["groups"] + kept}
 
 
 def jpeg_augment(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
@@ -366,6 +395,8 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
         if not cfg.swaps:
             raise ValueError("no training data: give swap folders (--swaps)")
         data = build_dataset(cfg.swaps, cfg.root, cfg.model, progress)
+        if cfg.extra_reals > 0:
+            data = add_extra_reals(data, cfg, progress)
         if val_data is None and cfg.val_swaps:
             val_data = build_dataset(cfg.val_swaps, cfg.root, cfg.model, progress)
     if val_data is None and cfg.val_fraction > 0:
@@ -403,13 +434,19 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
     def checkpoint() -> None:
         _atomic_save({"config": cfg.to_dict(), "step": step, "model": model.state_dict(), "opt": opt.state_dict(),
                       "rng": {"data": gen.get_state(), "torch": torch.get_rng_state()}}, ckpt_path)
+        reals = sorted(g for g, lab in zip(data["groups"], data["labels"].tolist()) if lab < 0.5)
+        if val_data is not None and "groups" in val_data:
+            reals = sorted(set(reals) | {g for g, lab in zip(val_data["groups"], val_data["labels"].tolist())
+                                         if lab < 0.5})
+        (out / "model").mkdir(parents=True, exist_ok=True)
+        (out / "model" / "train_reals.txt").write_text("".join(f"{r}\n" for r in reals))
         model.save_pretrained(out / "model", dtype=getattr(torch, cfg.save_dtype), metadata={
             "step": step, "swaps": [Path(s).name for s in cfg.swaps],
             "val_swaps": [Path(s).name for s in cfg.val_swaps],
             "data": "faceprov swap make triplets (LFW peopleDevTrain)" if cfg.swaps else "given tensors",
             "losses": {"bce": cfg.w_bce, "dice": cfg.w_dice, "cls": cfg.w_cls},
             "self_blend": cfg.self_blend, "self_blend_strong": cfg.self_blend_strong, "jpeg": cfg.jpeg,
-            "init_from": cfg.init_from})
+            "init_from": cfg.init_from, "extra_reals": cfg.extra_reals})
 
     n_real = int(round(cfg.batch_size * cfg.real_ratio)) if len(real_idx) else 0
     n_fake = cfg.batch_size - n_real

@@ -199,3 +199,36 @@ def test_verifier_uses_the_operating_threshold_stored_with_the_ism(tmp_path):
     loaded = ISM.from_pretrained(tmp_path / "ism")
     assert Verifier(loaded, {"drn": tiny_drn()}, device="cpu").fake_threshold == pytest.approx(0.83)
     assert Verifier(loaded, {"drn": tiny_drn()}, device="cpu", fake_threshold=0.6).fake_threshold == 0.6
+
+
+def test_extra_reals_are_added_and_listed_for_the_benchmark(tmp_path):
+    """extra_reals: more unmanipulated photos as reals, drawn from a labels TSV, never one the
+    data already holds; every real the model trained on is listed in train_reals.txt (the
+    detection benchmark keeps those out of its calibration set)."""
+    from pathlib import Path
+
+    from faceprov.recover.train_ism import add_extra_reals
+
+    root = Path(__file__).resolve().parents[1] / "data" / "lfw-mini"
+    photos = sorted(str(p.relative_to(root)) for p in (root / "images").glob("*/*.jpg"))[:6]
+    labels = tmp_path / "train.tsv"
+    labels.write_text("path\tidentity\n" + "".join(f"{p}\t{Path(p).parent.name}\n" for p in photos))
+    data = synthetic(8)
+    data["groups"] = data["groups"][:-1] + [photos[0]]  # a photo the data already has
+    cfg = tiny_cfg(extra_reals=4, extra_reals_labels=str(labels), root=str(root))
+    out = add_extra_reals(data, cfg)
+    new = out["groups"][len(data["groups"]):]
+    assert 1 <= len(new) <= 4 and photos[0] not in new and set(new) <= set(photos)
+    assert len(out["images"]) == len(out["masks"]) == len(out["labels"]) == len(out["groups"])
+    assert out["images"].shape[1:] == (3, 64, 64) and out["images"].dtype == torch.uint8
+    assert (out["labels"][len(data["groups"]):] == 0).all() and out["masks"][len(data["groups"]):].sum() == 0
+    assert torch.equal(out["images"][:len(data["images"])], data["images"])
+    # the same draw again (fixed seed)
+    assert add_extra_reals(data, cfg)["groups"] == out["groups"]
+
+    train_ism(tiny_cfg(steps=2, val_fraction=0.25), tmp_path / "run", resume=False, progress=False, data=out)
+    listed = (tmp_path / "run" / "model" / "train_reals.txt").read_text().split()
+    reals = {g for g, lab in zip(out["groups"], out["labels"].tolist()) if lab < 0.5}
+    assert set(listed) == reals  # train and validation reals alike
+    with pytest.raises(ValueError, match="extra_reals_labels"):
+        add_extra_reals(data, tiny_cfg(extra_reals=2))
