@@ -80,6 +80,9 @@ class RecoverTrainConfig:
     weight_decay: float = 1e-5
     flip: bool = True
     grad_clip: float = 1.0
+    # warm start: a model folder of the same kind; tensors whose name and shape match are copied,
+    # the rest (e.g. DRN identity heads for recognizers the parent was not trained with) start fresh
+    init_from: str | None = None
     ckpt_every: int = 200
     eval_every: int = 200
     log_every: int = 10
@@ -328,6 +331,22 @@ def _build(cfg: RecoverTrainConfig):
     return {"dfrec": DFREC, "drn": DRN, "drfsi": DRFSI}[cfg.model](cfg.model_config)
 
 
+def warm_start(model: torch.nn.Module, kind: str, folder: str | Path) -> tuple[int, list[str]]:
+    """Copy into `model` every tensor of the saved `kind` model at `folder` whose name and shape
+    match; returns (number copied, names left as initialised). Nothing matching is an error (a
+    folder of another kind, or another architecture altogether)."""
+    cls = {"dfrec": DFREC, "drn": DRN, "drfsi": DRFSI}[kind]
+    if not isinstance(model, cls):
+        raise ValueError(f"init_from: a {kind} folder cannot start a {type(model).__name__}")
+    src = cls.from_pretrained(folder).state_dict()
+    own = model.state_dict()
+    take = {k: v.to(own[k].dtype) for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if len(take) < len(own) / 2:  # another architecture altogether: not a warm start
+        raise ValueError(f"init_from {folder}: only {len(take)} of this {kind} model's {len(own)} tensors fit")
+    model.load_state_dict({**own, **take})
+    return len(take), sorted(k for k in own if k not in take)
+
+
 def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path = "runs/recover", resume: bool = True,
                   progress: bool = True, *, data: dict | None = None, val_data: dict | None = None,
                   recognizers: dict | None = None, eval_recognizer=None, resume_sets: Sequence[str] = ()) -> dict:
@@ -397,6 +416,10 @@ def train_recover(config: RecoverTrainConfig | None = None, out_dir: str | Path 
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr or 3e-4, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step = 0
+    if state is None and cfg.init_from:
+        copied, fresh = warm_start(model, cfg.model, cfg.init_from)
+        _log(logf, {"kind": "info", "msg": f"initialised from {cfg.init_from}: {copied} tensors copied, "
+                    f"{len(fresh)} fresh", "fresh": fresh[:50]})
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])

@@ -142,3 +142,37 @@ def test_cli_trains_drn_from_swap_make(tmp_path, lfw_root):
     out = p.stdout[p.stdout.index("{"):]
     assert json.loads(out)["step"] == 2
     assert (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_warm_start_keeps_what_fits_and_adds_new_identity_heads(tmp_path):
+    """init_from: a DRN trained with one recognizer warm-starts one supervised by two; the shared
+    encoders and decoder are copied, the new recognizer's identity head starts fresh."""
+    from faceprov.recover.train_recover import warm_start
+
+    data = synthetic(8, 32)
+    rec = fake_recognizers()
+    one = {"dlib": rec["dlib"]}
+    cfg = tiny_cfg("drn", steps=2, val_fraction=0.0, ckpt_every=100, eval_every=100)
+    cfg.recognizers = ["dlib"]
+    train_recover(cfg, tmp_path / "parent", resume=False, progress=False, data=data, recognizers=one)
+    parent = DRN.from_pretrained(tmp_path / "parent" / "model").state_dict()
+    assert not any("faceres" in k for k in parent)
+
+    child_cfg = tiny_cfg("drn", steps=1, val_fraction=0.0, ckpt_every=100, eval_every=100, lr=1e-12)
+    child_cfg.init_from = str(tmp_path / "parent" / "model")
+    train_recover(child_cfg, tmp_path / "child", resume=False, progress=False, data=data, recognizers=rec)
+    child = DRN.from_pretrained(tmp_path / "child" / "model").state_dict()
+    shared = [k for k in parent if k in child and "running" not in k and "num_batches" not in k]
+    assert shared and all(torch.allclose(parent[k].float(), child[k].float(), atol=1e-4) for k in shared)
+    assert any("faceres" in k for k in child)  # the new head exists ...
+    log = _log(tmp_path / "child")
+    msg = next(r for r in log if str(r.get("msg", "")).startswith("initialised from"))
+    assert msg["fresh"] and all("faceres" in k for k in msg["fresh"])  # ... and only it started fresh
+
+    from faceprov.recover.dfrec import DFREC, DFRECConfig
+
+    with pytest.raises(ValueError, match="cannot start"):
+        warm_start(DFREC(DFRECConfig.tiny()), "drn", tmp_path / "parent" / "model")
+    wider = DRN(tiny(channels=[8, 16, 32, 32, 32]))
+    with pytest.raises(ValueError, match="tensors fit"):
+        warm_start(wider, "drn", tmp_path / "parent" / "model")
