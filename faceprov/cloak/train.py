@@ -604,7 +604,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
     written from the run's configuration and its last evaluation."""
     import shutil
 
-    from ..model_card import warm_start_history
+    from ..model_card import display_path, warm_start_history
     from . import dlw as dlw_mod
     from .model import WEIGHTS_DIR
 
@@ -639,7 +639,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
                                          if cfg.train_budget_range else f"the named strengths {cfg.train_strengths}"),
         f"- white-box recognizers (in the loss): {', '.join(meta.get('white_box', cfg.identity.recognizers))}",
         f"- black-box recognizers (in no loss, the ones protection is headlined on): "
-        f"{', '.join(sorted({k for e in evals for k, v in e.get('recognizers', {}).items() if v.get('side') == 'black'})) or 'none evaluated'}",
+        f"{', '.join(sorted({k for e in evals for k, v in e.get('recognizers', {}).items() if v.get('side') == 'black'})) or 'not evaluated during training (see Measured protection)'}",
         f"- identity options: target={cfg.identity.target}, feature={cfg.identity.feature}, "
         f"jitter={cfg.identity.jitter}",
         f"- augmentations: JPEG p={cfg.augment.p_jpeg} q{cfg.augment.jpeg_quality}, resize p={cfg.augment.p_resize} "
@@ -650,7 +650,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None) -> Path:
         f"PatchGAN ({cfg.gan_loss}, from step {cfg.adv_start}) + {cfg.lambda_id} DLW identity",
     ]
     if cfg.init_from:
-        lines.append(f"- warm start from `{cfg.init_from}` (the steps above are this run's only; "
+        lines.append(f"- warm start from `{display_path(cfg.init_from)}` (the steps above are this run's only; "
                      "a fresh discriminator and DLW state)")
         if parent:
             lines += ["", "### The warm start's own training", "", parent]

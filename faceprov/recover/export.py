@@ -59,7 +59,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
     (INFERENCE_SETTINGS) to ship with other values than the run's, `why`: how they were chosen."""
     import torch
 
-    from ..model_card import warm_start_history
+    from ..model_card import display_path, warm_start_history
 
     run = Path(run_dir)
     src = run / "model"
@@ -136,7 +136,7 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
         lines.append(f"- inference setting `{k}` = {new} (the run trained and evaluated with {old})"
                      + (f"; chosen by {why}" if why else ""))
     if cfg.get("init_from"):
-        lines.append(f"- warm start from `{cfg['init_from']}` (steps above are this run's only)")
+        lines.append(f"- warm start from `{display_path(cfg['init_from'])}` (steps above are this run's only)")
         if parent:
             lines += ["", "### The warm start's own training", "", parent]
     if trains:

@@ -59,18 +59,25 @@ def stamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
-def write_section(name: str, markdown: str) -> None:
+def write_section(name: str, markdown: str, path: Path | None = None, prefix: str = "") -> None:
+    """Replace (or append) the block between `<!-- name:begin -->` and `<!-- name:end -->` in
+    docs/benchmarks.md, or in `path` (the README's status figures). `prefix` starts every line of
+    the block after the begin marker (e.g. "> " inside a blockquote)."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = DOCS.read_text() if DOCS.exists() else HEADER
-    block = f"{begin}\n{markdown.rstrip()}\n{end}"
+    target = path or DOCS
+    if path is not None and not (target.exists() and begin in target.read_text()):
+        raise SystemExit(f"{target} has no {begin} marker to write into")
+    text = target.read_text() if target.exists() else HEADER
+    body = "\n".join(prefix + ln if ln else prefix.rstrip() for ln in markdown.rstrip().splitlines())
+    block = f"{begin}\n{body}\n{prefix}{end}"
     if begin in text and end in text:
         pre, rest = text.split(begin, 1)
         _, post = rest.split(end, 1)
         text = pre + block + post
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
 
 
 def save_json(name: str, obj) -> Path:
