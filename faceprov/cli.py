@@ -432,6 +432,10 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
           db: Optional[str] = typer.Option(None, "--db", help="database URL that records each cloak "
                                             "(default: FACEPROV_DB or the SQLite file under FACEPROV_HOME)"),
           no_record: bool = typer.Option(False, "--no-record", help="do not record the cloaks"),
+          sign: Optional[bool] = typer.Option(None, "--sign/--no-sign",
+                                              help="C2PA-sign the output with a manifest naming its record (default: "
+                                                   "yes; the first signed cloak makes local credentials, as "
+                                                   "`faceprov keys c2pa-init` does)"),
           owner: Optional[str] = typer.Option(None, "--owner", help="owner of the records (default: your user name)"),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """Cloak every face in photos so recognizers and face-swap tools lose the identity.
@@ -491,8 +495,17 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
         repo = loop.run_until_complete(open_repo(db, upgrade=True))
         owner = owner or local_user()
         loop.run_until_complete(repo.get_or_create_account(owner, "user"))
+    if sign is not False:
+        from .provenance.c2pa import ensure_local_credentials
+
+        made = ensure_local_credentials()
+        if made is not None:
+            err.print(f"Made local C2PA signing credentials in {made} (once; --no-sign skips signing). "
+                      "Readers trust the manifests where its ca.pem is a trust anchor.", markup=False,
+                      highlight=False, soft_wrap=True)
     job = ProtectJob(prot, repo, not_measured=NOT_MEASURED)
-    options = JobOptions(strength=strength, refine=refine, keep_gps=keep_gps, report=report is not None)
+    options = JobOptions(strength=strength, refine=refine, keep_gps=keep_gps, report=report is not None,
+                         sign=sign)
     results, failed = [], 0
     not_cloaked: list[dict] = []
     try:

@@ -106,16 +106,14 @@ def keys_c2pa_init(name: str = typer.Option("faceprov local", "--name", help="na
                    force: bool = typer.Option(False, "--force", help="replace existing credentials")) -> None:
     """Make a local CA and a P-256 C2PA signing certificate under FACEPROV_HOME/c2pa/; from then on
     every cloak (CLI and server) is signed with a manifest naming its record."""
-    from faceprov.config import reset_settings, settings
-    from faceprov.provenance.c2pa import make_test_credentials
+    from faceprov.config import settings
+    from faceprov.provenance.c2pa import local_credentials_dir, make_local_credentials
 
-    out = settings().ensure_home() / "c2pa"
+    out = local_credentials_dir(settings())
     if (out / "signer.key").exists() and not force:
         _fail(f"{out} already holds C2PA credentials (--force replaces them; photos signed with the old "
               "ones stay valid)")
-    out.mkdir(mode=0o700, exist_ok=True)
-    paths = make_test_credentials(out, name=name, days=days)
-    reset_settings()
+    paths = make_local_credentials(name=name, days=days)
     sys.stderr.write(f"C2PA signing credentials in {out} (key {paths['key'].name}, 0600; CA {paths['ca'].name}).\n"
                      "Cloaks are now signed. Readers trust the manifest only where ca.pem is a trust anchor "
                      "(FACEPROV_C2PA_TRUST_ANCHORS); elsewhere it reads as Valid, not Trusted.\n")

@@ -121,6 +121,39 @@ def make_test_credentials(out_dir: str | Path, name: str = "faceprov test", days
     return paths
 
 
+def local_credentials_dir(s=None) -> Path:
+    """FACEPROV_HOME/c2pa: where `faceprov keys c2pa-init` (and the CLI's first signed cloak)
+    keep the local CA and signer, picked up by faceprov.config.settings()."""
+    from ..config import settings
+
+    return (s or settings()).home / "c2pa"
+
+
+def make_local_credentials(name: str = "faceprov local", days: int = 825) -> dict[str, Path]:
+    """Make (or replace) the local CA + signer under FACEPROV_HOME/c2pa/ (folder 0700, key 0600)."""
+    from ..config import reset_settings, settings
+
+    out = settings().ensure_home() / "c2pa"
+    out.mkdir(mode=0o700, exist_ok=True)
+    paths = make_test_credentials(out, name=name, days=days)
+    reset_settings()
+    return paths
+
+
+def ensure_local_credentials() -> Path | None:
+    """Signing by default: when no credentials are configured (FACEPROV_C2PA_CERT/KEY or the
+    local ones), make the local ones and return their folder; None when there already are some."""
+    from ..config import settings
+
+    s = settings()
+    if s.c2pa_cert is not None and s.c2pa_key is not None:
+        return None
+    if s.c2pa_cert is not None or s.c2pa_key is not None:
+        raise C2PAError("FACEPROV_C2PA_CERT and FACEPROV_C2PA_KEY go together: one of them is not set")
+    make_local_credentials()
+    return local_credentials_dir()
+
+
 def _context(trust_anchors_pem: bytes | None = None):
     import c2pa
 

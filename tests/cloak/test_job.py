@@ -152,3 +152,34 @@ def test_owner_face_links_to_the_enrolled_identity(tmp_path, sample_path):
         finally:
             await repo.db.close()
     asyncio.run(go())
+
+
+def test_cli_signs_by_default_making_local_credentials_once(tmp_path, sample_path):
+    """A new user with no C2PA credentials: the first `faceprov cloak` makes local ones under
+    FACEPROV_HOME/c2pa (as `keys c2pa-init` would) and says so; its output carries a manifest
+    naming the record. --no-sign makes none and signs nothing."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPROV_C2PA")}
+    env.update({"FACEPROV_HOME": str(home), "FACEPROV_DB": f"sqlite:///{tmp_path / 'fp.db'}",
+                "FACEPROV_THREADS": os.environ.get("FACEPROV_THREADS", "1")})
+
+    def cloak(*extra):
+        p = subprocess.run([sys.executable, "-m", "faceprov.cli", "cloak", str(sample_path(1)), "-o",
+                            f"{tmp_path / 'out'}/", "--json", *extra], capture_output=True, text=True,
+                           timeout=600, env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return json.loads(p.stdout[p.stdout.index("{"):]), p.stderr
+
+    doc, said = cloak("--no-sign")
+    assert doc["c2pa_label"] is None and not (home / "c2pa").exists()
+    assert "credentials" not in said
+
+    doc, said = cloak()
+    assert "Made local C2PA signing credentials" in said
+    assert oct((home / "c2pa" / "signer.key").stat().st_mode & 0o777) == "0o600"
+    info = c2pa.read(tmp_path / "out" / sample_path(1).name, trust_anchors=home / "c2pa" / "ca.pem")
+    assert info["state"] == "Trusted" and info["faceprov"]["record_id"] == doc["record_id"]
+    assert doc["c2pa_label"] == info["active_manifest"]
+
+    _, said = cloak()  # once: the second run signs with the same credentials, quietly
+    assert "Made local C2PA" not in said
