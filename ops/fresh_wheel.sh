@@ -20,6 +20,7 @@ WHEEL=$(ls "$W"/dist/faceprov-*.whl)
 echo "   $(basename "$WHEEL")"
 
 echo "== a fresh venv, torch pinned first (as ops/setup.sh does), then the wheel"
+rm -rf "$W/venv"
 "$PY" -m venv "$W/venv"
 V="$W/venv/bin"
 t0=$(date +%s)

@@ -74,6 +74,21 @@ def test_wheel_ships_the_migrations(wheel):
     assert not [n for n in names if n.startswith("migrations/")]  # no top-level package named so
 
 
+def test_wheel_ships_every_data_file_of_the_package(wheel):
+    """Every tracked non-Python file under faceprov/ and server/ is in the wheel: a pip-installed
+    faceprov without recognizers/thresholds.json could never measure protection (found by
+    installing the wheel into a fresh venv: "no black-box recognizer with a calibrated threshold")."""
+    import subprocess
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(["git", "ls-files", "faceprov", "server"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    data = [f for f in tracked if not f.endswith(".py")]
+    assert "faceprov/recognizers/thresholds.json" in data
+    missing = [f for f in data if f not in names]
+    assert not missing, missing
+
+
 def test_installed_package_migrates_from_its_own_copy(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
