@@ -112,8 +112,11 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
              f"{info.get('parameters', 0):,} parameters, {size_mb:.1f} MB safetensors ({info.get('dtype')}); "
              f"config: `{json.dumps(mcfg)}`.", "", "## Training", "",
              f"- data: {meta.get('data') or 'faceprov swap make triplets from LFW peopleDevTrain people'}; "
-             f"training folders {cfg.get('swaps')}, held-out folders for evaluation {cfg.get('val_swaps')} "
-             "(peopleDevTest people; see the run's make.json for the swap method and seed)",
+             f"training folders {cfg.get('swaps')}, "
+             + (f"held-out folders for evaluation {cfg.get('val_swaps')} (peopleDevTest people; see the run's "
+                "make.json for the swap method and seed)" if cfg.get("val_swaps") else
+                f"evaluation during training on {float(cfg.get('val_fraction') or 0):.0%} of the training triplets "
+                "held out (same people split, other swaps)"),
              f"- steps: {meta.get('step')}, batch {cfg.get('batch_size')}, lr "
              f"{cfg.get('lr') or {'dfrec': 1e-4, 'drn': 3e-4, 'drfsi': 1e-4}.get(kind)}, "
              f"real ratio {cfg.get('real_ratio')}, device {start.get('device', 'cpu')}"]
