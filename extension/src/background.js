@@ -1,15 +1,10 @@
 // faceprov service worker: the only place that knows the server URL and the API key and the only
 // place that talks to the server. Content scripts send it image bytes and get cloaked bytes back.
-import {
-  load, siteListed, today, keyWorks, verificationFor, originPattern, patternHost, ALL_SITES,
-} from './settings.js';
+import { load, siteListed, today } from './settings.js';
 
 const MENU_VERIFY = 'faceprov-verify';
 const MENU_CLOAK = 'faceprov-cloak-download';
 const TIMEOUT_MS = 120000;
-const CONTENT_SCRIPT_ID = 'faceprov-uploads';
-// the loopback server's host permissions (required, granted at install): not sites to cloak on
-const SERVER_ORIGINS = new Set(chrome.runtime.getManifest().host_permissions || []);
 
 // ----------------------------------------------------------------------------- bytes
 
@@ -84,39 +79,6 @@ async function addFacesToday(n) {
   await chrome.storage.local.set({ stats: s });
 }
 
-// ----------------------------------------------------------------------------- does the key work?
-
-async function markVerified(settings) {
-  if (await keyWorks(settings)) return;
-  const now = await load();
-  if (now.serverUrl !== settings.serverUrl || now.apiKey !== settings.apiKey) return; // changed meanwhile
-  await chrome.storage.local.set({ keyVerified: await verificationFor(settings.serverUrl, settings.apiKey) });
-}
-
-async function markRefused(settings, e) {
-  if (!(e instanceof ServerError) || (e.status !== 401 && e.status !== 403)) return;
-  const now = await load();
-  if (now.serverUrl === settings.serverUrl && now.apiKey === settings.apiKey && now.keyVerified) {
-    await chrome.storage.local.set({ keyVerified: null });
-  }
-}
-
-// Asks the server's authenticated history endpoint (the cheapest call that needs the key) and
-// records the answer: { works: true } or { works: false, code, status, problem }.
-export async function checkKey(settings) {
-  const s = settings || await load();
-  if (!s.apiKey) return { works: false, code: 'no_api_key', status: 0, problem: 'no API key is set' };
-  try {
-    await call(s, '/v1/cloaks?limit=1', { timeout: 5000 });
-    await markVerified(s);
-    return { works: true };
-  } catch (e) {
-    await markRefused(s, e);
-    const j = e instanceof ServerError ? e.toJSON() : { status: 0, code: 'internal', message: String(e && e.message || e) };
-    return { works: false, code: j.code, status: j.status, problem: j.message };
-  }
-}
-
 // time of each server round trip (request sent -> whole cloaked body read), for the benchmark
 const recentTimings = [];
 
@@ -137,14 +99,12 @@ export async function cloakBytes(bytes, type) {
     recentTimings.push({ recordId: resp.headers.get('X-Faceprov-Record-Id'), ms });
     if (recentTimings.length > 50) recentTimings.shift();
     if (faces > 0) await addFacesToday(faces);
-    await markVerified(settings); // the server took the key: it works
     return {
       ok: true, bytes: out, type: resp.headers.get('Content-Type') || type, faces,
       skipped: Number(resp.headers.get('X-Faceprov-Skipped') || 0),
       recordId: resp.headers.get('X-Faceprov-Record-Id'), summary, ms,
     };
   } catch (e) {
-    await markRefused(settings, e);
     const err = e instanceof ServerError ? e.toJSON() : { status: 0, code: 'internal', message: String(e && e.message || e) };
     return { ok: false, error: err, ms: Math.round(performance.now() - t0) };
   }
@@ -174,11 +134,7 @@ export async function verifyBytes(bytes, type) {
 
 export async function serverStatus() {
   const settings = await load();
-  const out = {
-    serverUrl: settings.serverUrl, hasKey: !!settings.apiKey, mode: settings.mode, strength: settings.strength,
-    keyWorks: await keyWorks(settings), sites: await grantedSites(),
-  };
-  out.allSites = ALL_SITES.every((p) => out.sites.includes(p));
+  const out = { serverUrl: settings.serverUrl, hasKey: !!settings.apiKey, mode: settings.mode, strength: settings.strength };
   try {
     await call(settings, '/healthz', { key: '', timeout: 5000 });
     out.health = 'up';
@@ -197,10 +153,7 @@ export async function serverStatus() {
   out.today = stats && stats.date === today() ? stats : { date: today(), faces: 0, photos: 0 };
   if (out.health === 'up' && settings.apiKey) {
     try {
-      const items = await recentCloaks(settings, 5);
-      await markVerified(settings); // an authenticated call answered: the key works
-      out.keyWorks = true;
-      out.recent = items.map((it) => ({
+      out.recent = (await recentCloaks(settings, 5)).map((it) => ({
         id: it.id, created_at: it.created_at,
         faces: Array.isArray(it.faces) ? it.faces.length : (it.report && it.report.faces ? it.report.faces.length : null),
         strength: it.report ? it.report.strength : null,
@@ -208,12 +161,7 @@ export async function serverStatus() {
       }));
     } catch (e) {
       out.recentError = e.message;
-      await markRefused(settings, e);
-      out.keyWorks = await keyWorks(await load());
-      out.keyProblem = e.message;
     }
-  } else if (!settings.apiKey) {
-    out.keyProblem = 'no API key is set';
   }
   return out;
 }
@@ -350,17 +298,9 @@ async function onContentMessage(msg, sender) {
       const s = await load();
       let host = '';
       try { host = new URL(sender.url || msg.url).hostname; } catch { /* none */ }
-      if (s.mode === 'sites' && !siteListed(s.sites, host)) return { mode: s.mode, active: false };
-      if (await keyWorks(s)) return { mode: s.mode, active: true, keyWorks: true };
-      // no key that has worked yet: try the key once (it may never have been checked, e.g. after
-      // an update); until one works, ask before every upload instead of sending or failing silently
-      const k = await checkKey(s);
-      if (k.works) return { mode: s.mode, active: true, keyWorks: true };
-      return { mode: 'ask', chosenMode: s.mode, active: true, keyWorks: false, hasKey: !!s.apiKey, keyProblem: k.problem };
+      const active = s.mode !== 'sites' || siteListed(s.sites, host);
+      return { mode: s.mode, active };
     }
-    case 'faceprov:openOptions':
-      await chrome.runtime.openOptionsPage();
-      return { ok: true };
     case 'faceprov:cloak': {
       const r = await cloakBytes(fromBase64(msg.b64), msg.mime);
       if (!r.ok) return r;
@@ -380,10 +320,6 @@ async function onExtensionMessage(msg) {
       return cloakRecord(msg.id);
     case 'faceprov:lastPanel':
       return (await chrome.storage.session.get('lastPanel')).lastPanel || null;
-    case 'faceprov:checkKey':
-      return checkKey();
-    case 'faceprov:sites':
-      return { sites: await grantedSites(), registered: await registeredMatches() };
     default:
       return onContentMessage(msg, {});
   }
@@ -398,56 +334,6 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   return true;
 });
 
-// ----------------------------------------------------------------------------- where the content script runs
-
-// No content script is declared in the manifest (that would ask for every site at install): it
-// is registered for the sites the user granted (optional host permissions, asked for from the
-// popup's "Cloak uploads on this site" or the options page), and re-registered from
-// chrome.permissions.getAll() on install, on startup and whenever a grant is added or removed.
-export async function grantedSites() {
-  const { origins = [] } = await chrome.permissions.getAll();
-  return origins.filter((o) => !SERVER_ORIGINS.has(o) && patternHost(o)).sort();
-}
-
-async function registeredMatches() {
-  const [cur] = await chrome.scripting.getRegisteredContentScripts({ ids: [CONTENT_SCRIPT_ID] });
-  return cur ? [...cur.matches].sort() : [];
-}
-
-async function doSync() {
-  const matches = await grantedSites();
-  const [cur] = await chrome.scripting.getRegisteredContentScripts({ ids: [CONTENT_SCRIPT_ID] });
-  if (!matches.length) {
-    if (cur) await chrome.scripting.unregisterContentScripts({ ids: [CONTENT_SCRIPT_ID] });
-    return [];
-  }
-  const def = { id: CONTENT_SCRIPT_ID, matches, js: ['src/content.js'], runAt: 'document_start', allFrames: true, persistAcrossSessions: true };
-  if (!cur) await chrome.scripting.registerContentScripts([def]);
-  else if (JSON.stringify([...cur.matches].sort()) !== JSON.stringify(matches)) await chrome.scripting.updateContentScripts([def]);
-  return matches;
-}
-
-let syncing = Promise.resolve();
-export function syncContentScripts() { // one at a time: register/update/unregister must not interleave
-  const run = syncing.then(doSync, doSync);
-  syncing = run.catch(() => {});
-  return run;
-}
-
-chrome.permissions.onAdded.addListener(async (p) => {
-  await syncContentScripts();
-  // in "only listed sites" mode a site the user allows (e.g. from the popup) is a listed site
-  const s = await load();
-  if (s.mode !== 'sites') return;
-  let server = '';
-  try { server = originPattern(s.serverUrl).replace(/^https?:\/\//, ''); } catch { /* none */ }
-  const hosts = (p.origins || []).filter((o) => !SERVER_ORIGINS.has(o) && o.replace(/^https?:\/\//, '') !== server)
-    .map((o) => (patternHost(o) || {}).host).filter((h) => h && h !== '*');
-  const add = [...new Set(hosts)].filter((h) => !siteListed(s.sites, h));
-  if (add.length) await chrome.storage.local.set({ sites: [...s.sites, ...add] });
-});
-chrome.permissions.onRemoved.addListener(() => { syncContentScripts(); });
-
 // ----------------------------------------------------------------------------- menus
 
 function createMenus() {
@@ -457,45 +343,14 @@ function createMenus() {
   });
 }
 
-// A new user has no server or key yet: show the options page at once instead of failing silently.
-// openOptionsPage() rejects when the browser has no window yet (the extension can be installed
-// before the first window exists, e.g. at first start with --load-extension), so fall back to a
-// tab, then to a new window. The outcome is kept for the tests and for debugging.
-let installOptions = 'not attempted';
-async function showOptionsAtInstall() {
-  const url = chrome.runtime.getURL('src/options.html');
-  const errors = [];
-  for (const [how, open] of [
-    ['openOptionsPage', () => chrome.runtime.openOptionsPage()],
-    ['tabs.create', () => chrome.tabs.create({ url })],
-    ['windows.create', () => chrome.windows.create({ url })],
-  ]) {
-    try {
-      await open();
-      installOptions = errors.length ? `${how} (after: ${errors.join('; ')})` : how;
-      return;
-    } catch (e) {
-      errors.push(`${how}: ${e && e.message ? e.message : e}`);
-    }
-  }
-  installOptions = `failed: ${errors.join('; ')}`;
-}
-
 chrome.runtime.onInstalled.addListener((details) => {
   createMenus();
-  syncContentScripts();
-  if (details && details.reason === 'install') showOptionsAtInstall();
+  // a new user has no server or key yet: show the options page at once instead of failing silently
+  if (details && details.reason === 'install') chrome.runtime.openOptionsPage();
 });
-chrome.runtime.onStartup.addListener(() => {
-  createMenus();
-  syncContentScripts();
-});
+chrome.runtime.onStartup.addListener(createMenus);
 chrome.contextMenus.onClicked.addListener((info, tab) => { onMenuClick(info, tab); });
 
 // For the tests (and debugging from the service worker console); the service worker's global
 // scope is not reachable from web pages.
-globalThis.faceprov = {
-  onMenuClick, cloakBytes, verifyBytes, serverStatus, recentTimings, MENU_VERIFY, MENU_CLOAK,
-  checkKey, verificationFor, grantedSites, registeredMatches, syncContentScripts, CONTENT_SCRIPT_ID,
-  installOptions: () => installOptions,
-};
+globalThis.faceprov = { onMenuClick, cloakBytes, verifyBytes, serverStatus, recentTimings, MENU_VERIFY, MENU_CLOAK };

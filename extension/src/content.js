@@ -1,5 +1,4 @@
-// faceprov content script (isolated world, document_start, every frame). Registered at run time
-// by the service worker, only for the sites the user granted (see background.js).
+// faceprov content script (isolated world, document_start, every frame).
 //
 // It swaps picked / dropped / pasted photos for cloaked copies before the page's own listeners
 // run: capture-phase listeners on `window` (registered before any page script) stop the original
@@ -80,8 +79,6 @@
     .dialog { left: 50%; top: 20%; transform: translateX(-50%); width: 380px; padding: 16px 18px; }
     .dialog h2, .panel h2 { font-size: 15px; margin: 0 0 8px; }
     .dialog p { margin: 0 0 12px; }
-    .dialog p.warn { background: #fff4d6; border: 1px solid #e8cf8a; border-radius: 6px; padding: 7px 9px; color: #5c3d00; }
-    .dialog .link { font: inherit; padding: 0; border: 0; background: none; color: #2563eb; cursor: pointer; text-decoration: underline; }
     .row { display: flex; gap: 8px; justify-content: flex-end; }
     button { font: inherit; padding: 6px 12px; border-radius: 6px; border: 1px solid #9aa8bb; background: #f4f6fa; cursor: pointer; }
     button.primary { background: #2563eb; border-color: #2563eb; color: #fff; }
@@ -134,24 +131,12 @@
   }
 
   // A modal choice. Only trusted clicks (the user's) count: a page script cannot answer it.
-  // `warn` adds a highlighted line, `optionsLink` a link that opens the faceprov options.
-  function choose(title, message, buttons, { warn = null, optionsLink = null } = {}) {
+  function choose(title, message, buttons) {
     return new Promise((resolve) => {
       const r = ui();
       const row = el('div', { class: 'row' });
-      let w = null;
-      if (warn) {
-        w = el('p', { class: 'warn', 'data-warn': 'key' }, document.createTextNode(warn));
-        if (optionsLink) {
-          const a = el('button', { class: 'link', 'data-action': 'options', text: optionsLink });
-          a.addEventListener('click', (e) => {
-            if (e.isTrusted) send({ type: 'faceprov:openOptions' });
-          });
-          w.append(' ', a);
-        }
-      }
       const d = el('div', { class: 'box dialog', role: 'alertdialog', 'aria-label': title },
-        el('h2', { text: title }), el('p', { text: message }), w, row);
+        el('h2', { text: title }), el('p', { text: message }), row);
       for (const b of buttons) {
         const btn = el('button', { class: b.primary ? 'primary' : '', 'data-choice': b.value, text: b.label });
         btn.addEventListener('click', (e) => {
@@ -248,22 +233,9 @@
       return files;
     }
     const images = files.filter(isImage);
-    const what = `${images.length} photo${images.length === 1 ? '' : 's'} for ${location.hostname}`;
-    if (policy.mode === 'ask' && policy.keyWorks === false) {
-      // no key has worked yet: the effective mode is "ask", whatever mode was chosen; nothing has
-      // been sent, and the safe answer (cancel) is the default
-      const why = policy.hasKey ? `Your faceprov API key has not worked yet (${String(policy.keyProblem || 'not checked').replace(/\.$/, '')}).`
-        : 'No faceprov API key is set yet.';
-      const c = await choose('No working faceprov key yet',
-        `${what}. Nothing has been sent. Until a key works, faceprov asks before every upload.`,
-        [{ label: 'Cancel', value: 'cancel', primary: true }, { label: 'Upload original', value: 'original' },
-          { label: 'Try to protect', value: 'protect' }],
-        { warn: why, optionsLink: 'Open faceprov options to set and test a key' });
-      if (c === 'cancel') return null;
-      if (c === 'original') return files;
-    } else if (policy.mode === 'ask') {
+    if (policy.mode === 'ask') {
       const c = await choose('Protect the faces in this upload?',
-        `${what}. faceprov can cloak the faces first.`,
+        `${images.length} photo${images.length === 1 ? '' : 's'} for ${location.hostname}. faceprov can cloak the faces first.`,
         [{ label: 'Cancel', value: 'cancel' }, { label: 'Upload original', value: 'original' }, { label: 'Protect', value: 'protect', primary: true }]);
       if (c === 'cancel') return null;
       if (c === 'original') return files;

@@ -10,10 +10,6 @@ export const DEFAULTS = Object.freeze({
   strength: 'mid', // low | mid | high
   mode: 'always', // always | ask | sites
   sites: [], // host names for mode "sites" (a.example matches a.example and *.a.example)
-  // Set once the server accepted apiKey (GET /v1/cloaks with it answered 200): { serverUrl,
-  // keyHash, at }. Bound to that server URL and key, so it no longer counts once either changes
-  // (save() also clears it then). Until a key works the effective mode is "ask" (see keyWorks).
-  keyVerified: null,
 });
 
 export const MODES = ['always', 'ask', 'sites'];
@@ -67,63 +63,8 @@ export function validate(partial) {
 
 export async function save(partial) {
   const v = validate(partial);
-  const cur = await load();
-  if (('serverUrl' in v && v.serverUrl !== cur.serverUrl) || ('apiKey' in v && v.apiKey !== cur.apiKey)) v.keyVerified = null;
   await chrome.storage.local.set(v);
   return v;
-}
-
-// ----------------------------------------------------------------------------- key verification
-
-export async function keyHash(key) {
-  const d = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`faceprov-key:${key}`));
-  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-export async function verificationFor(serverUrl, apiKey) {
-  return { serverUrl, keyHash: await keyHash(apiKey), at: new Date().toISOString() };
-}
-
-// Has the server accepted the current key, at the current server URL?
-export async function keyWorks(s) {
-  const v = s.keyVerified;
-  return !!(s.apiKey && v && v.serverUrl === s.serverUrl && v.keyHash === await keyHash(s.apiKey));
-}
-
-// The mode that applies: the user's choice once a key works, "ask" until then (uploads are
-// neither sent silently nor lost silently while no working key is set).
-export async function effectiveMode(s) {
-  return (await keyWorks(s)) ? s.mode : 'ask';
-}
-
-// ----------------------------------------------------------------------------- site access
-
-// The content script runs only where Chrome granted a host permission (optional_host_permissions
-// in the manifest); these are the patterns asked for.
-export const ALL_SITES = Object.freeze(['http://*/*', 'https://*/*']);
-
-const IP = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\])$/i;
-
-// A host name and its subdomains (an IP address: itself), on http and https.
-export function sitePatterns(host) {
-  const h = String(host || '').toLowerCase();
-  const p = IP.test(h) ? h : `*.${h}`;
-  return [`http://${p}/*`, `https://${p}/*`];
-}
-
-// 'https://*.a.example/*' -> { host: 'a.example', subdomains: true }; all sites -> host '*'.
-export function patternHost(pattern) {
-  const m = /^(?:\*|https?):\/\/(\*\.)?([^/:]+|\*)(?::\d+)?\/.*$/.exec(String(pattern));
-  if (!m) return null;
-  return { host: m[2], subdomains: !!m[1] || m[2] === '*' };
-}
-
-// Does a granted pattern cover this host name?
-export function patternCovers(pattern, host) {
-  const p = patternHost(pattern);
-  if (!p) return false;
-  const h = String(host || '').toLowerCase();
-  return p.host === '*' || h === p.host || (p.subdomains && h.endsWith('.' + p.host));
 }
 
 export function siteListed(sites, hostname) {

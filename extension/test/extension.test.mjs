@@ -5,10 +5,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  startServer, startPageServer, launch, tempDir, cleanup, sha256, freePort, median, preapprove, EXT_ROOT,
+  startServer, startPageServer, launch, tempDir, cleanup, sha256, freePort, median, EXT_ROOT,
 } from './harness.mjs';
-
-const ALL_SITES = ['http://*/*', 'https://*/*'];
 
 const SHOTS = join(EXT_ROOT, 'screenshots');
 const T = { timeout: 240000 };
@@ -25,50 +23,11 @@ async function received(n, timeout = 90000) {
   return page.evaluate(() => window.received);
 }
 
-async function freshPage(url = pages.url) {
+async function freshPage() {
   if (page) await page.close();
   page = await br.context.newPage();
-  await page.goto(url);
+  await page.goto(pages.url);
   await page.waitForFunction(() => Array.isArray(window.received));
-}
-
-const cloakRequests = () => br.sw.evaluate(() => globalThis.faceprov.recentTimings.length);
-const registered = () => br.sw.evaluate(() => globalThis.faceprov.registeredMatches());
-
-async function waitFor(fn, what, ms = 15000) {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-// The user opens the toolbar popup on `url` and clicks "Cloak uploads on this site" (Chrome's
-// prompt answered in advance by the harness: see preapprove). Answers the popup page.
-async function allowFromPopup(url, shot = null) {
-  const pop = await br.context.newPage();
-  await pop.setViewportSize({ width: 360, height: 600 });
-  await pop.goto(`chrome-extension://${br.extId}/src/popup.html?url=${encodeURIComponent(url)}`);
-  await pop.waitForSelector('body[data-ready="1"]');
-  assert.equal(await pop.textContent('#siteState'), 'off');
-  if (shot) await shot(pop);
-  await pop.click('#siteOn');
-  await pop.waitForFunction(() => document.getElementById('siteState').textContent === 'on', null, { timeout: 15000 });
-  const host = new URL(url).hostname;
-  await waitFor(async () => (await registered()).some((m) => m.includes(host)), `a content script for ${host}`);
-  return pop;
-}
-
-// Picks the photo on a page of `url` and answers what the page got; `untouched` also checks that no
-// content script ran there (no faceprov element, no request to the server).
-async function pickOn(url) {
-  const n0 = await cloakRequests();
-  await freshPage(url);
-  await pick(photo);
-  const [got] = await received(1);
-  return { got, requests: (await cloakRequests()) - n0, ui: await page.evaluate(() => !!document.querySelector('faceprov-ui')) };
 }
 
 function dialog() {
@@ -104,7 +63,6 @@ before(async () => {
   photoSha = sha256(readFileSync(photo));
   deadUrl = `http://127.0.0.1:${await freePort()}`; // nothing listens there
   mkdirSync(SHOTS, { recursive: true });
-  await preapprove(br.context, br.extId, ALL_SITES); // the user will answer "Allow" to Chrome's prompts
 });
 
 after(async () => {
@@ -112,91 +70,6 @@ after(async () => {
   if (pages) await pages.close();
   if (server) await server.stop();
   if (tmp) cleanup(tmp);
-});
-
-test('fresh install, no working key: the upload is held and the user asked, nothing is sent; once a key works, "always" cloaks without asking', T, async () => {
-  // a new profile: nothing stored, no site granted, no content script; the options page opened itself
-  assert.deepEqual(await br.sw.evaluate(() => chrome.storage.local.get(['apiKey', 'keyVerified'])), {});
-  assert.deepEqual(await registered(), []);
-  const optionsPage = () => br.context.pages().find((p) => p.url().endsWith('/src/options.html'));
-  const installed = await waitFor(optionsPage, 'the options page at install', 30000).catch(() => null);
-  const how = await br.sw.evaluate(() => globalThis.faceprov.installOptions());
-  // the extension asked Chrome to show its options page at install, and Chrome accepted
-  assert.ok(how !== 'not attempted' && !how.startsWith('failed'), `options page at install: ${how}`);
-  if (installed) await installed.close(); // (openOptionsPage would focus it instead of opening a new one below)
-  // Headless Chromium started by Playwright sometimes resolves openOptionsPage() at first start
-  // without the tab ever reaching the context (seen once in three clean-clone runs: pages stayed
-  // ["about:blank"]); the rest of this test opens the options page from the dialog's link anyway.
-  else console.log(`# note: the install-time options page (${how}) did not reach the browser context`);
-
-  const pop = await allowFromPopup(pages.url, async (p) => {
-    // a new user: no key yet, and faceprov not running on this site
-    assert.match(await p.textContent('#keyline'), /No API key yet/);
-    assert.match(await p.textContent('#mode'), /ask before each upload until a key works/);
-    await p.screenshot({ path: join(SHOTS, 'popup-new-user.png') });
-  });
-  await pop.close();
-  await freshPage();
-  await pick(photo);
-  await dialog().waitFor();
-  assert.equal(await dialog().locator('h2').textContent(), 'No working faceprov key yet');
-  assert.match(await dialog().locator('[data-warn="key"]').textContent(), /No faceprov API key is set yet/);
-  assert.match(await dialog().textContent(), /Nothing has been sent/);
-  assert.equal(await dialog().locator('button.primary').getAttribute('data-choice'), 'cancel', 'the safe answer is the default');
-  // held: the page has neither an event nor the file, and nothing went to the server
-  assert.equal((await page.evaluate(() => window.received)).length, 0);
-  assert.equal(await page.evaluate(() => document.getElementById('file').files.length), 0);
-  assert.equal(await cloakRequests(), 0);
-  assert.equal((await history()).length, 0);
-  const b = await dialog().boundingBox();
-  await page.screenshot({ path: join(SHOTS, 'no-key-dialog.png'), clip: { x: b.x - 8, y: b.y - 8, width: b.width + 16, height: b.height + 16 } });
-
-  // the dialog's link opens the options page; there the user sets the server and key and saves
-  const [opt] = await Promise.all([br.context.waitForEvent('page', { timeout: 15000 }),
-    dialog().locator('[data-action="options"]').click()]);
-  await opt.waitForSelector('body[data-ready="1"]');
-  assert.equal(new URL(opt.url()).pathname, '/src/options.html');
-  assert.match(await opt.textContent('#keyState'), /No API key yet/);
-  assert.ok(!(await opt.isHidden('#alwaysHint')), 'options warn that "always" covers only allowed sites');
-  assert.equal(await opt.getAttribute('#privacy', 'href'), 'privacy.html');
-  await opt.fill('#serverUrl', server.url);
-  await opt.fill('#apiKey', 'fpk_0123456789ab_notARealKeyAtAllxxxxxxxxxxxxxxxxxxxxxxxxxx');
-  await opt.click('#save');
-  await opt.waitForFunction(() => /^Saved/.test(document.getElementById('status').textContent), null, { timeout: 20000 });
-  assert.match(await opt.textContent('#status'), /The key did not work/);
-  assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('keyVerified'))).keyVerified, null);
-  await opt.fill('#apiKey', server.userKey);
-  await opt.click('#save');
-  await opt.waitForFunction(() => /The key works/.test(document.getElementById('status').textContent), null, { timeout: 20000 });
-  assert.ok(await opt.isHidden('#keyState'));
-  const v = (await br.sw.evaluate(() => chrome.storage.local.get('keyVerified'))).keyVerified;
-  assert.equal(v.serverUrl, server.url);
-  assert.ok(!JSON.stringify(v).includes(server.userKey), 'the flag holds a hash, not the key');
-  await opt.close();
-
-  // the held upload is still the user's to answer: cancel sends nothing
-  await dialog().locator('button[data-choice="cancel"]').click();
-  await page.waitForTimeout(300);
-  assert.equal((await page.evaluate(() => window.received)).length, 0);
-  assert.equal(await cloakRequests(), 0);
-
-  // with a working key the chosen mode ("always", the default) applies: cloaked, not asked
-  assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('mode'))).mode, 'always', 'the default mode, kept by Save');
-  await pick(photo);
-  const [got] = await received(1);
-  assert.notEqual(got.sha256, photoSha);
-  assert.equal(await dialog().count(), 0);
-  assert.equal(await cloakRequests(), 1);
-  assert.ok((await history()).some((it) => it.output_sha256 === got.sha256));
-
-  // saving another key (or server URL) clears the flag
-  const o2 = await br.context.newPage();
-  await o2.goto(`chrome-extension://${br.extId}/src/options.html`);
-  await o2.waitForSelector('body[data-ready="1"]');
-  await o2.evaluate(async () => (await import('/src/settings.js')).save({ apiKey: 'fpk_other' }));
-  assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('keyVerified'))).keyVerified, null);
-  await o2.evaluate(async (k) => (await import('/src/settings.js')).save({ apiKey: k }), server.userKey);
-  await o2.close();
 });
 
 test('options page: settings persist across a reload, the key stays out of web pages', T, async () => {
@@ -381,10 +254,7 @@ test('modes: "ask" asks first, "sites" leaves unlisted sites alone', T, async ()
 });
 
 test('server unreachable: the user is asked; cancel uploads nothing, "upload original" uploads it', T, async () => {
-  // a key that worked with this server before it went down (else the no-working-key dialog comes first)
-  await br.sw.evaluate(async ({ u, k }) => chrome.storage.local.set({
-    serverUrl: u, mode: 'always', keyVerified: await globalThis.faceprov.verificationFor(u, k),
-  }), { u: deadUrl, k: server.userKey });
+  await setSettings({ serverUrl: deadUrl, mode: 'always' });
   await freshPage();
   await pick(photo);
   await dialog().waitFor();
@@ -408,18 +278,11 @@ test('server unreachable: the user is asked; cancel uploads nothing, "upload ori
   assert.equal(got.sha256, photoSha);
   assert.equal(got.name, 'face.jpg');
 
-  // a refusing server (bad key): the key has not worked, so the user is asked first and told why;
-  // "try to protect" then meets the server's refusal, and nothing is uploaded without a choice
+  // a refusing server (bad key) takes the same path
   await setSettings({ serverUrl: server.url, apiKey: 'fpk_0123456789ab_notARealKeyAtAllxxxxxxxxxxxxxxxxxxxxxxxxxx' });
   try {
-    const n0 = await cloakRequests();
     await pick(photo);
     await dialog().waitFor();
-    assert.equal(await dialog().locator('h2').textContent(), 'No working faceprov key yet');
-    assert.match(await dialog().locator('[data-warn="key"]').textContent(), /API key has not worked yet/);
-    assert.equal(await cloakRequests(), n0, 'no photo sent before the user chose');
-    await dialog().locator('button[data-choice="protect"]').click();
-    await page.locator('faceprov-ui .dialog h2', { hasText: 'could not protect' }).waitFor();
     assert.match(await dialog().textContent(), /API key/);
     await dialog().locator('button[data-choice="cancel"]').click();
     await page.waitForTimeout(200);
@@ -491,15 +354,10 @@ test('"Cloak and download" saves a cloaked copy', T, async () => {
 
 test('popup: server status, faces cloaked today, recent cloaks linking to their records', T, async () => {
   const pop = await br.context.newPage();
-  await pop.setViewportSize({ width: 360, height: 560 });
-  await pop.goto(`chrome-extension://${br.extId}/src/popup.html?url=${encodeURIComponent(pages.url + 'upload')}`);
+  await pop.setViewportSize({ width: 360, height: 470 });
+  await pop.goto(`chrome-extension://${br.extId}/src/popup.html`);
   await pop.waitForSelector('body[data-ready="1"]');
   assert.equal(await pop.textContent('#health'), 'online');
-  assert.equal(await pop.textContent('#siteName'), new URL(pages.url).hostname);
-  assert.equal(await pop.textContent('#siteState'), 'on');
-  assert.ok(await pop.isVisible('#siteOff'));
-  assert.ok(await pop.isHidden('#keyline'), 'the key works: no warning');
-  assert.equal(await pop.getAttribute('#privacy', 'href'), 'privacy.html');
   const stats = (await br.sw.evaluate(() => chrome.storage.local.get('stats'))).stats;
   assert.ok(stats.faces >= 6, JSON.stringify(stats));
   assert.equal(await pop.textContent('#today'), String(stats.faces));
@@ -520,56 +378,4 @@ test('popup: server status, faces cloaked today, recent cloaks linking to their 
   assert.equal(await pop.textContent('#health'), 'unreachable');
   await setSettings({ serverUrl: server.url });
   await pop.close();
-});
-
-test('site access: no content script on a site that was not allowed; all sites only when allowed in the options', T, async () => {
-  // nothing in the manifest runs on every site; the content script is registered for what was granted
-  const m = await br.sw.evaluate(() => chrome.runtime.getManifest());
-  assert.equal(m.content_scripts, undefined);
-  assert.ok(m.permissions.includes('scripting'));
-  assert.deepEqual(m.host_permissions, ['http://127.0.0.1/*', 'http://localhost/*']);
-  const granted = await br.sw.evaluate(() => globalThis.faceprov.grantedSites());
-  const reg = await registered();
-  assert.deepEqual(reg, granted);
-  assert.ok(reg.includes('http://*.upload.localhost/*'), JSON.stringify(reg));
-  assert.ok(!reg.some((p) => /^\w+:\/\/(\*\.)?(other\.localhost|\*)\//.test(p)), JSON.stringify(reg));
-
-  // a site the user never allowed: the page gets the photo as picked, faceprov never ran there
-  const other = await pickOn(pages.otherUrl);
-  assert.equal(other.got.sha256, photoSha);
-  assert.equal(other.requests, 0);
-  assert.equal(other.ui, false);
-  // the allowed one is cloaked
-  const mine = await pickOn(pages.url);
-  assert.notEqual(mine.got.sha256, photoSha);
-  assert.equal(mine.requests, 1);
-
-  // on startup the registration is rebuilt from chrome.permissions.getAll()
-  await br.sw.evaluate(() => chrome.scripting.unregisterContentScripts());
-  assert.deepEqual(await registered(), []);
-  assert.deepEqual(await br.sw.evaluate(() => globalThis.faceprov.syncContentScripts()), reg);
-
-  // "Allow on all sites" (for mode "always"), explicitly from the options page
-  const opt = await br.context.newPage();
-  await opt.goto(`chrome-extension://${br.extId}/src/options.html`);
-  await opt.waitForSelector('body[data-ready="1"]');
-  assert.ok(await opt.locator('#granted li[data-site]').filter({ hasText: 'upload.localhost' }).count());
-  assert.ok(await opt.isVisible('#alwaysHint'));
-  await opt.click('#allSites');
-  await opt.locator('#granted li[data-site="*"]').waitFor({ timeout: 15000 });
-  await waitFor(async () => { const r = await registered(); return ALL_SITES.every((p) => r.includes(p)); }, "all-sites registration");
-  assert.ok(await opt.isHidden('#alwaysHint'));
-  const now = await pickOn(pages.otherUrl);
-  assert.notEqual(now.got.sha256, photoSha);
-  assert.equal(now.requests, 1);
-
-  // and taken back (Chrome withdraws every origin inside http(s)://*/*, the single sites too)
-  await opt.click('#noAllSites');
-  await waitFor(async () => (await registered()).length === 0, 'no registration');
-  await opt.locator('#granted li.muted').waitFor({ timeout: 15000 });
-  const after = await pickOn(pages.otherUrl);
-  assert.equal(after.got.sha256, photoSha);
-  assert.equal(after.requests, 0);
-  assert.equal(after.ui, false);
-  await opt.close();
 });

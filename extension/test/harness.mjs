@@ -118,13 +118,7 @@ export async function startPageServer(photos) {
   });
   const port = await freePort();
   await new Promise((r) => srv.listen(port, '127.0.0.1', r));
-  // Chromium resolves *.localhost to this computer and treats it as a secure context (the page
-  // hashes with crypto.subtle), but the extension's own loopback host permissions (127.0.0.1,
-  // localhost) do not cover these names: like any website, they must be granted to the extension.
-  return {
-    url: `http://upload.localhost:${port}/`, otherUrl: `http://other.localhost:${port}/`,
-    close: () => new Promise((r) => srv.close(r)),
-  };
+  return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((r) => srv.close(r)) };
 }
 
 export async function launch(tmp) {
@@ -142,24 +136,6 @@ export async function launch(tmp) {
   if (!sw) sw = await context.waitForEvent('serviceworker', { timeout: 20000 });
   const extId = new URL(sw.url()).host;
   return { context, sw, extId, unpacked };
-}
-
-// The user's "Allow" in Chrome's permission prompt, given in advance: a headless browser cannot
-// click that prompt, so chrome://extensions' own API (what its "Site access" controls call) records
-// the origins as granted to the extension; a later chrome.permissions.request() from a click in the
-// extension's popup or options page for origins inside them then resolves true without a prompt.
-// This grants nothing by itself: the extension gets no access until it asks (permissions.getAll()
-// stays as it was).
-export async function preapprove(context, extId, origins) {
-  const p = await context.newPage();
-  try {
-    await p.goto('chrome://extensions/');
-    await p.evaluate(async ([id, list]) => {
-      for (const o of list) await chrome.developerPrivate.addHostPermission(id, o);
-    }, [extId, origins]);
-  } finally {
-    await p.close();
-  }
 }
 
 export function tempDir() {
