@@ -476,6 +476,18 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
     into_folder = many or wants_dir or output.is_dir()
     dests = _destinations(planned, output, into_folder=into_folder)
     _refuse_overwriting_originals(files, dests)
+    if sign is not False:  # before any model or database work: a half configuration stops here
+        from .provenance.c2pa import ensure_local_credentials
+
+        try:
+            made = ensure_local_credentials()
+        except C2PAError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))} (or pass --no-sign)")
+            raise typer.Exit(2) from None
+        if made is not None:
+            err.print(f"Made local C2PA signing credentials in {made} (once; --no-sign skips signing). "
+                      "Readers trust the manifests where its ca.pem is a trust anchor.", markup=False,
+                      highlight=False, soft_wrap=True)
     if into_folder:
         try:
             output.mkdir(parents=True, exist_ok=True)
@@ -495,14 +507,6 @@ def cloak(inputs: list[Path] = typer.Argument(..., help="photos and/or folders")
         repo = loop.run_until_complete(open_repo(db, upgrade=True))
         owner = owner or local_user()
         loop.run_until_complete(repo.get_or_create_account(owner, "user"))
-    if sign is not False:
-        from .provenance.c2pa import ensure_local_credentials
-
-        made = ensure_local_credentials()
-        if made is not None:
-            err.print(f"Made local C2PA signing credentials in {made} (once; --no-sign skips signing). "
-                      "Readers trust the manifests where its ca.pem is a trust anchor.", markup=False,
-                      highlight=False, soft_wrap=True)
     job = ProtectJob(prot, repo, not_measured=NOT_MEASURED)
     options = JobOptions(strength=strength, refine=refine, keep_gps=keep_gps, report=report is not None,
                          sign=sign)

@@ -19,7 +19,11 @@ function check(manifest) {
   const problems = [];
   if (manifest.manifest_version !== 3) problems.push('manifest_version must be 3');
   const refs = [manifest.background.service_worker, manifest.action.default_popup, manifest.options_ui.page,
-    ...Object.values(manifest.icons), ...manifest.content_scripts.flatMap((c) => c.js)];
+    ...Object.values(manifest.icons), 'src/content.js'];
+  // the content script is registered at run time for the sites the user granted (background.js),
+  // never declared for every site: a static all-sites script would make Chrome ask for "all your
+  // data on all websites" at install
+  if (manifest.content_scripts) problems.push('content_scripts must not be declared statically (see background.js syncContentScripts)');
   for (const r of refs) if (!existsSync(join(ROOT, r))) problems.push(`missing file ${r}`);
   for (const f of walk(join(ROOT, 'src'))) {
     if (!/\.(js|html)$/.test(f)) continue;

@@ -1,6 +1,6 @@
 // faceprov service worker: the only place that knows the server URL and the API key and the only
 // place that talks to the server. Content scripts send it image bytes and get cloaked bytes back.
-import { load, siteListed, today } from './settings.js';
+import { load, siteListed, today, keyFingerprint } from './settings.js';
 
 const MENU_VERIFY = 'faceprov-verify';
 const MENU_CLOAK = 'faceprov-cloak-download';
@@ -79,6 +79,19 @@ async function addFacesToday(n) {
   await chrome.storage.local.set({ stats: s });
 }
 
+// "ask" until the key works: the service worker remembers which key the server last accepted;
+// any other key (a new user, a changed key) makes uploads ask first. A refused key forgets only
+// itself, so going back to the key that worked needs no new check.
+async function markKey(settings, ok) {
+  if (ok) await chrome.storage.local.set({ keyVerified: keyFingerprint(settings) });
+  else if (settings.keyVerified === keyFingerprint(settings)) await chrome.storage.local.remove('keyVerified');
+}
+
+export async function keyWorks(settings) {
+  const s = settings || (await load());
+  return !!s.apiKey && s.keyVerified === keyFingerprint(s);
+}
+
 // time of each server round trip (request sent -> whole cloaked body read), for the benchmark
 const recentTimings = [];
 
@@ -99,6 +112,7 @@ export async function cloakBytes(bytes, type) {
     recentTimings.push({ recordId: resp.headers.get('X-Faceprov-Record-Id'), ms });
     if (recentTimings.length > 50) recentTimings.shift();
     if (faces > 0) await addFacesToday(faces);
+    if (!(await keyWorks(settings))) await markKey(settings, true);
     return {
       ok: true, bytes: out, type: resp.headers.get('Content-Type') || type, faces,
       skipped: Number(resp.headers.get('X-Faceprov-Skipped') || 0),
@@ -106,6 +120,7 @@ export async function cloakBytes(bytes, type) {
     };
   } catch (e) {
     const err = e instanceof ServerError ? e.toJSON() : { status: 0, code: 'internal', message: String(e && e.message || e) };
+    if (err.status === 401 || err.status === 403) await markKey(settings, false);
     return { ok: false, error: err, ms: Math.round(performance.now() - t0) };
   }
 }
@@ -134,7 +149,10 @@ export async function verifyBytes(bytes, type) {
 
 export async function serverStatus() {
   const settings = await load();
-  const out = { serverUrl: settings.serverUrl, hasKey: !!settings.apiKey, mode: settings.mode, strength: settings.strength };
+  const out = {
+    serverUrl: settings.serverUrl, hasKey: !!settings.apiKey, mode: settings.mode, strength: settings.strength,
+    keyWorks: await keyWorks(settings),
+  };
   try {
     await call(settings, '/healthz', { key: '', timeout: 5000 });
     out.health = 'up';
@@ -159,8 +177,14 @@ export async function serverStatus() {
         strength: it.report ? it.report.strength : null,
         format: it.report ? it.report.format : null,
       }));
+      await markKey(settings, true);
+      out.keyWorks = true;
     } catch (e) {
       out.recentError = e.message;
+      if (e.status === 401 || e.status === 403) {
+        await markKey(settings, false);
+        out.keyWorks = false;
+      }
     }
   }
   return out;
@@ -299,7 +323,10 @@ async function onContentMessage(msg, sender) {
       let host = '';
       try { host = new URL(sender.url || msg.url).hostname; } catch { /* none */ }
       const active = s.mode !== 'sites' || siteListed(s.sites, host);
-      return { mode: s.mode, active };
+      // until the server has accepted this key once, every upload asks (a new user's first
+      // upload should not fail silently or go out uncloaked without a word)
+      const works = await keyWorks(s);
+      return { mode: works ? s.mode : 'ask', active, keyChecked: works };
     }
     case 'faceprov:cloak': {
       const r = await cloakBytes(fromBase64(msg.b64), msg.mime);
@@ -318,6 +345,8 @@ async function onExtensionMessage(msg) {
       return serverStatus();
     case 'faceprov:record':
       return cloakRecord(msg.id);
+    case 'faceprov:syncSites':
+      return syncContentScripts();
     case 'faceprov:lastPanel':
       return (await chrome.storage.session.get('lastPanel')).lastPanel || null;
     default:
@@ -333,6 +362,39 @@ chrome.runtime.onMessage.addListener((msg, sender, sendResponse) => {
   p.then(sendResponse, (e) => sendResponse({ ok: false, error: { code: 'internal', message: String(e && e.message || e) } }));
   return true;
 });
+
+// ----------------------------------------------------------------------------- sites
+
+// The upload watcher runs only on the sites the user granted: this computer (the required
+// loopback host permissions) and each site added from the popup (an optional host permission,
+// asked for inside the click). It is registered here at run time instead of in the manifest, so
+// installing the extension does not grant it every website.
+const SCRIPT_ID = 'faceprov-uploads';
+let syncing = Promise.resolve([]);
+
+async function syncOnce() {
+  const { origins = [] } = await chrome.permissions.getAll();
+  const matches = origins.filter((o) => /^https?:\/\//.test(o)).sort();
+  const [have] = await chrome.scripting.getRegisteredContentScripts({ ids: [SCRIPT_ID] });
+  if (!matches.length) {
+    if (have) await chrome.scripting.unregisterContentScripts({ ids: [SCRIPT_ID] });
+    return [];
+  }
+  const script = { id: SCRIPT_ID, matches, js: ['src/content.js'], runAt: 'document_start', allFrames: true, persistAcrossSessions: true };
+  if (!have) await chrome.scripting.registerContentScripts([script]);
+  else if (JSON.stringify([...have.matches].sort()) !== JSON.stringify(matches)) await chrome.scripting.updateContentScripts([script]);
+  return matches;
+}
+
+// serialised: install, start-up and permission events may arrive together
+export function syncContentScripts() {
+  syncing = syncing.catch(() => []).then(syncOnce);
+  return syncing;
+}
+
+chrome.permissions.onAdded.addListener(() => { syncContentScripts(); });
+chrome.permissions.onRemoved.addListener(() => { syncContentScripts(); });
+syncContentScripts();
 
 // ----------------------------------------------------------------------------- menus
 
@@ -353,4 +415,6 @@ chrome.contextMenus.onClicked.addListener((info, tab) => { onMenuClick(info, tab
 
 // For the tests (and debugging from the service worker console); the service worker's global
 // scope is not reachable from web pages.
-globalThis.faceprov = { onMenuClick, cloakBytes, verifyBytes, serverStatus, recentTimings, MENU_VERIFY, MENU_CLOAK };
+globalThis.faceprov = {
+  onMenuClick, cloakBytes, verifyBytes, serverStatus, recentTimings, syncContentScripts, keyWorks, MENU_VERIFY, MENU_CLOAK,
+};

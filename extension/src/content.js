@@ -234,8 +234,10 @@
     }
     const images = files.filter(isImage);
     if (policy.mode === 'ask') {
+      const why = policy.keyChecked === false
+        ? ' (faceprov asks before every upload until the server has accepted your API key once.)' : '';
       const c = await choose('Protect the faces in this upload?',
-        `${images.length} photo${images.length === 1 ? '' : 's'} for ${location.hostname}. faceprov can cloak the faces first.`,
+        `${images.length} photo${images.length === 1 ? '' : 's'} for ${location.hostname}. faceprov can cloak the faces first.${why}`,
         [{ label: 'Cancel', value: 'cancel' }, { label: 'Upload original', value: 'original' }, { label: 'Protect', value: 'protect', primary: true }]);
       if (c === 'cancel') return null;
       if (c === 'original') return files;

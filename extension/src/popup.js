@@ -16,7 +16,7 @@ async function render() {
   if (!s.hasKey) $('why').textContent = 'No API key yet: set one in Options.';
   $('today').textContent = String(s.today.faces);
   $('photos').textContent = `in ${s.today.photos} photo${s.today.photos === 1 ? '' : 's'}`;
-  $('mode').textContent = MODES[s.mode] || s.mode;
+  $('mode').textContent = s.keyWorks ? (MODES[s.mode] || s.mode) : `${MODES.ask} (until the key works)`;
   $('strength').textContent = s.strength;
   const ul = $('recent');
   ul.textContent = '';
@@ -43,4 +43,28 @@ async function render() {
   document.body.dataset.ready = '1';
 }
 
+// The page the popup was opened over: does faceprov watch its uploads, and if not, offer to
+// (an optional host permission, which Chrome only asks for inside this click).
+async function renderSite() {
+  let tab;
+  try { [tab] = await chrome.tabs.query({ active: true, currentWindow: true }); } catch { return; }
+  let u;
+  try { u = new URL(tab && tab.url); } catch { return; }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return;
+  const origins = [`${u.protocol}//${u.hostname}/*`];
+  const on = await chrome.permissions.contains({ origins });
+  $('site').hidden = false;
+  $('siteText').textContent = on ? `Watching uploads on ${u.hostname}.` : `Not watching ${u.hostname}.`;
+  $('addSite').hidden = on;
+  $('addSite').onclick = async () => {
+    let granted = false;
+    try { granted = await chrome.permissions.request({ origins }); } catch { /* refused */ }
+    if (!granted) return;
+    await chrome.runtime.sendMessage({ type: 'faceprov:syncSites' });
+    await chrome.tabs.reload(tab.id); // the watcher starts with the page
+    window.close();
+  };
+}
+
 render();
+renderSite();

@@ -8,8 +8,9 @@ export const DEFAULTS = Object.freeze({
   apiKey: '',
   verifyKey: '', // optional key with the "platform" role for /v1/verify; falls back to apiKey
   strength: 'mid', // low | mid | high
-  mode: 'always', // always | ask | sites
+  mode: 'always', // always | ask | sites (uploads ask anyway until the key is shown to work)
   sites: [], // host names for mode "sites" (a.example matches a.example and *.a.example)
+  keyVerified: '', // set by the service worker only: the keyFingerprint the server last accepted
 });
 
 export const MODES = ['always', 'ask', 'sites'];
@@ -76,6 +77,12 @@ export function siteListed(sites, hostname) {
 export function originPattern(serverUrl) {
   const u = new URL(serverUrl);
   return `${u.protocol}//${u.hostname}/*`;
+}
+
+// Which key the server accepted last (stored as keyVerified by the service worker). The key
+// alone: a server that is down says so in its own dialog, it does not make the key unknown.
+export function keyFingerprint(s) {
+  return String(s.apiKey || '');
 }
 
 export function today() {

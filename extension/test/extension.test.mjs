@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  startServer, startPageServer, launch, tempDir, cleanup, sha256, freePort, median, EXT_ROOT,
+  startServer, startPageServer, launch, tempDir, cleanup, sha256, freePort, median, EXT_ROOT, OTHER_SITE,
 } from './harness.mjs';
 
 const SHOTS = join(EXT_ROOT, 'screenshots');
@@ -23,10 +23,10 @@ async function received(n, timeout = 90000) {
   return page.evaluate(() => window.received);
 }
 
-async function freshPage() {
+async function freshPage(url = pages.url) {
   if (page) await page.close();
   page = await br.context.newPage();
-  await page.goto(pages.url);
+  await page.goto(url);
   await page.waitForFunction(() => Array.isArray(window.received));
 }
 
@@ -83,7 +83,13 @@ test('options page: settings persist across a reload, the key stays out of web p
   await opt.selectOption('#mode', 'sites');
   await opt.fill('#sites', 'Example.com\nhttps://photos.example.org/x\n127.0.0.1');
   await opt.click('#save');
-  await opt.waitForFunction(() => document.getElementById('status').textContent.startsWith('Saved'));
+  // saving checks the key with the server: from then on uploads follow the chosen mode
+  await opt.waitForFunction(() => /accepted the key/.test(document.getElementById('status').textContent));
+  assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('keyVerified'))).keyVerified, server.userKey);
+  // the sites where uploads are watched: this computer only, as required permissions
+  assert.deepEqual(await opt.$$eval('#granted li', (lis) => lis.map((l) => l.dataset.origin)), ['http://127.0.0.1/*', 'http://localhost/*']);
+  assert.equal(await opt.locator('#granted button').count(), 0);
+  await opt.screenshot({ path: join(SHOTS, 'options.png'), fullPage: true });
   await opt.reload();
   await opt.waitForSelector('body[data-ready="1"]');
   assert.equal(await opt.inputValue('#serverUrl'), server.url);
@@ -253,6 +259,47 @@ test('modes: "ask" asks first, "sites" leaves unlisted sites alone', T, async ()
   await setSettings({ mode: 'always', sites: [] });
 });
 
+test('a key the server has not accepted yet: uploads ask first, the first cloak confirms the key', T, async () => {
+  await br.sw.evaluate(() => chrome.storage.local.remove('keyVerified'));
+  await setSettings({ mode: 'always' });
+  await freshPage();
+  await pick(photo);
+  await dialog().waitFor();
+  assert.match(await dialog().textContent(), /Protect the faces[\s\S]*accepted your API key/);
+  assert.equal((await page.evaluate(() => window.received)).length, 0);
+  await page.screenshot({ path: join(SHOTS, 'first-upload-dialog.png'), clip: await dialog().boundingBox().then((b) => ({ x: b.x - 8, y: b.y - 8, width: b.width + 16, height: b.height + 16 })) });
+  await dialog().locator('button[data-choice="protect"]').click();
+  const [first] = await received(1);
+  assert.notEqual(first.sha256, photoSha);
+  assert.equal((await br.sw.evaluate(() => chrome.storage.local.get('keyVerified'))).keyVerified, server.userKey);
+  // now "always" means always: the next upload is cloaked without a question
+  await pick(photo);
+  const got = await received(2);
+  assert.notEqual(got[1].sha256, photoSha);
+  assert.equal(await dialog().count(), 0);
+});
+
+test('the extension runs only on allowed sites: nothing is injected into a site never granted', T, async () => {
+  const scripts = await br.sw.evaluate(() => chrome.scripting.getRegisteredContentScripts());
+  assert.equal(scripts.length, 1);
+  assert.deepEqual([...scripts[0].matches].sort(), ['http://127.0.0.1/*', 'http://localhost/*']);
+  const manifest = JSON.parse(readFileSync(join(EXT_ROOT, 'manifest.json'), 'utf8'));
+  assert.equal(manifest.content_scripts, undefined, 'no content script declared for every site');
+  assert.deepEqual(manifest.host_permissions, ['http://127.0.0.1/*', 'http://localhost/*']);
+  // the same page served under a host name the extension was never allowed on, in mode "always"
+  await setSettings({ mode: 'always' });
+  await freshPage(`http://${OTHER_SITE}:${pages.port}/`);
+  await pick(photo);
+  const [plain] = await received(1);
+  assert.equal(plain.sha256, photoSha, 'a site never granted gets the photo as picked');
+  assert.equal(await page.locator('faceprov-ui').count(), 0, 'and no faceprov element at all');
+  // on the allowed loopback page the same upload is cloaked
+  await freshPage();
+  await pick(photo);
+  const [cloaked] = await received(1);
+  assert.notEqual(cloaked.sha256, photoSha);
+});
+
 test('server unreachable: the user is asked; cancel uploads nothing, "upload original" uploads it', T, async () => {
   await setSettings({ serverUrl: deadUrl, mode: 'always' });
   await freshPage();
@@ -282,8 +329,13 @@ test('server unreachable: the user is asked; cancel uploads nothing, "upload ori
   await setSettings({ serverUrl: server.url, apiKey: 'fpk_0123456789ab_notARealKeyAtAllxxxxxxxxxxxxxxxxxxxxxxxxxx' });
   try {
     await pick(photo);
+    // a key never accepted: asked first (the one-time question for a new key) ...
     await dialog().waitFor();
-    assert.match(await dialog().textContent(), /API key/);
+    assert.match(await dialog().textContent(), /accepted your API key/);
+    await dialog().locator('button[data-choice="protect"]').click();
+    // ... then the server's refusal, with the same choice as a server that is down
+    await page.waitForFunction(() => /API key/.test(document.querySelector('faceprov-ui').shadowRoot.querySelector('.dialog')?.textContent || '')
+      && !/accepted your API key/.test(document.querySelector('faceprov-ui').shadowRoot.querySelector('.dialog')?.textContent || ''));
     await dialog().locator('button[data-choice="cancel"]').click();
     await page.waitForTimeout(200);
     assert.equal((await page.evaluate(() => window.received)).length, 1);

@@ -18,6 +18,9 @@ export const PYTHON = process.env.FACEPROV_PYTHON || join(VENV_BIN, 'python');
 export const FACEPROV = process.env.FACEPROV_CLI || join(VENV_BIN, 'faceprov');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+// a .localhost name: a secure context like 127.0.0.1 (the test page hashes with crypto.subtle), but
+// not covered by the http://localhost/* permission
+export const OTHER_SITE = 'othersite.localhost';
 export const sha256 = (buf) => createHash('sha256').update(buf).digest('hex');
 
 export function freePort() {
@@ -118,7 +121,7 @@ export async function startPageServer(photos) {
   });
   const port = await freePort();
   await new Promise((r) => srv.listen(port, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${port}/`, close: () => new Promise((r) => srv.close(r)) };
+  return { url: `http://127.0.0.1:${port}/`, port, close: () => new Promise((r) => srv.close(r)) };
 }
 
 export async function launch(tmp) {
@@ -130,11 +133,22 @@ export async function launch(tmp) {
     viewport: { width: 960, height: 640 },
     acceptDownloads: true,
     args: [`--disable-extensions-except=${unpacked}`, `--load-extension=${unpacked}`, '--no-sandbox', '--disable-gpu',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+      // a second host name for the page server that the extension was never allowed on
+      `--host-resolver-rules=MAP ${OTHER_SITE} 127.0.0.1`],
   });
   let [sw] = context.serviceWorkers();
   if (!sw) sw = await context.waitForEvent('serviceworker', { timeout: 20000 });
   const extId = new URL(sw.url()).host;
+  // the upload watcher is registered by the service worker at start: pages opened before that
+  // would have none
+  const t0 = Date.now();
+  for (;;) {
+    const ids = await sw.evaluate(async () => (await chrome.scripting.getRegisteredContentScripts()).map((c) => c.id));
+    if (ids.length) break;
+    if (Date.now() - t0 > 20000) throw new Error('the extension registered no content script in 20 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
   return { context, sw, extId, unpacked };
 }
 

@@ -183,3 +183,22 @@ def test_cli_signs_by_default_making_local_credentials_once(tmp_path, sample_pat
 
     _, said = cloak()  # once: the second run signs with the same credentials, quietly
     assert "Made local C2PA" not in said
+
+    # half a configuration (a certificate without its key) is a clear error before any work:
+    # no traceback, exit 2, nothing recorded, no output written
+    out_before = sorted((tmp_path / "out").iterdir())
+    n_before = _cloak_count(tmp_path / "fp.db")
+    p = subprocess.run([sys.executable, "-m", "faceprov.cli", "cloak", str(sample_path(1)), "-o",
+                        f"{tmp_path / 'out2'}/"], capture_output=True, text=True, timeout=600,
+                       env={**env, "FACEPROV_C2PA_CERT": str(home / "c2pa" / "signer-chain.pem")})
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "FACEPROV_C2PA_KEY" in p.stderr and "--no-sign" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "out2").exists() and sorted((tmp_path / "out").iterdir()) == out_before
+    assert _cloak_count(tmp_path / "fp.db") == n_before
+
+
+def _cloak_count(db_file):
+    import sqlite3
+
+    with sqlite3.connect(db_file) as con:
+        return con.execute("select count(*) from cloak_records").fetchone()[0]
