@@ -129,6 +129,24 @@ async def level(urls: list[str], key: str, data: list[bytes], conc: int, duratio
             "max_s": round(max(ok_lat), 3) if ok_lat else None}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc), 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, /proc/stat), 0 elsewhere."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def proc_mem(pid: int) -> dict:
     """VmRSS / VmHWM of a process in MB (Linux /proc), {} elsewhere."""
     out = {}
@@ -271,7 +289,15 @@ def main() -> None:
                     data = base if size == "native" else resize_all(base, int(size))
                     label = "250x250 (LFW)" if size == "native" else f"{size} px long side"
                     for c in levels:
+                        # CPU actually used while measuring: the servers' own and the machine's
+                        # (client, PostgreSQL and anything else included) -- on a 2-core machine
+                        # the ceiling for replica scaling is 2 / (cores one replica uses)
+                        pids = [p.pid for p, _, _ in servers]
+                        s0, m0, t0 = sum(cpu_seconds(q) for q in pids), machine_busy_seconds(), time.perf_counter()
                         r = asyncio.run(level(urls, key, data, c, a.duration, a.warmup))
+                        wall = time.perf_counter() - t0
+                        r["server_cores"] = round((sum(cpu_seconds(q) for q in pids) - s0) / wall, 2)
+                        r["machine_cores_busy"] = round((machine_busy_seconds() - m0) / wall, 2)
                         r["photo"], r["replicas"] = label, n
                         rows.append(r)
                         print(json.dumps(r), flush=True)
@@ -305,14 +331,18 @@ def main() -> None:
           "machine, spreading requests over the replicas round-robin. Each photo is cloaked, its faces embedded "
           "by the registry recognizers (sface, dlib, faceres), hashed and recorded. "
           "Mean faces per model call: " + (f"{mean_batch:.2f}." if mean_batch else "n/a."), "",
-          "| replicas | photo | clients | photos/s | × one replica | photos/s per core | p50 (s) | p99 (s) | requests | errors | statuses |",
-          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+          "*server cores*: CPU seconds the server processes used per second of the level (warm-up included); "
+          "*machine busy*: the same for the whole machine (client and database included), of "
+          f"{os.cpu_count()} cores.", "",
+          "| replicas | photo | clients | photos/s | × one replica | photos/s per core | server cores | machine busy | p50 (s) | p99 (s) | requests | errors | statuses |",
+          "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     one = {(r["photo"], r["concurrency"]): r["photos_per_s"] for r in rows if r["replicas"] == counts[0]}
     for r in rows:
         ref = one.get((r["photo"], r["concurrency"]))
         ratio = f"{r['photos_per_s'] / ref:.2f}" if ref else "—"
         md.append(f"| {r['replicas']} | {r['photo']} | {r['concurrency']} | {r['photos_per_s']:.2f} | {ratio} | "
-                  f"{r['photos_per_s'] / cores:.2f} | {r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['requests']} | "
+                  f"{r['photos_per_s'] / cores:.2f} | {r.get('server_cores', '—')} | {r.get('machine_cores_busy', '—')} | "
+                  f"{r['p50_s']:.2f} | {r['p99_s']:.2f} | {r['requests']} | "
                   f"{r['errors']} | {', '.join(f'{k}: {v}' for k, v in r['status'].items())} |")
     md += ["", "Server memory per process (VmRSS once ready / VmHWM peak, MB; limit 2048): " + "; ".join(
         f"{n} replica(s): {', '.join(str(x) for x in v['ready'])} / {', '.join(str(x) for x in v['peak'])}"
