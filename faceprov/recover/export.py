@@ -132,7 +132,9 @@ def export(run_dir: str | Path, dest: str | Path | None = None, max_mb: float = 
                          f"{cfg['self_blend']:.0%} of the fake slots of each batch are real crops "
                          "blended with an altered copy of themselves in a moved, blurred face mask"
                          + (" (strong variant: the SBI paper's wider source transforms)" if cfg.get("self_blend_strong")
-                            else ""))
+                            else "")
+                         + ("; seam shapes varied (prior, ellipse, rounded box; the ellipse is also the seam of "
+                            "the held-out `affine` method)" if cfg.get("self_blend_shapes") else ""))
         if cfg.get("jpeg"):
             lines.append(f"- JPEG re-encoding (quality 60-95) of {cfg['jpeg']:.0%} of the samples, real and fake")
     for k, (old, new) in changed.items():

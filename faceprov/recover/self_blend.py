@@ -14,6 +14,13 @@ Per sample (all draws from `generator`):
 - source: the same crop with a per-channel gain (±12 %) and offset (±6 %), a random
   sub-pixel-to-3 % shift and scale, and with probability 1/2 a Gaussian blur (σ 0.4-1.5 px);
 - blend ratio r from {0.5, 0.75, 1, 1}: out = x (1 - r m) + source (r m); the label mask is m.
+
+`shapes` (off by default) widens the mask itself, because a detector that has only ever seen
+one seam shape learns that shape: each sample's base mask is, with equal odds, the prior, an
+ellipse (centre ±8 %, semi-axes 22-38 % x 28-48 % of the crop) or a rounded box, then dilated or
+eroded a little and feathered over a wider range (σ 1-12 % of the crop). Disclosure for the
+held-out benchmark row: one of these shapes, the ellipse, is also the seam of the `affine` swap
+method, so that row then tests an unseen method with a familiar seam shape.
 """
 from __future__ import annotations
 
@@ -54,8 +61,28 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _shape_masks(base: torch.Tensor, u) -> torch.Tensor:
+    """Per sample: the prior mask, an ellipse or a rounded box (equal odds), each (N,1,S,S) {0,1}."""
+    n, _, s, _ = base.shape
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    cx, cy = u(-0.08, 0.08).view(n, 1, 1), u(-0.05, 0.15).view(n, 1, 1)
+    ax, ay = u(0.45, 0.75).view(n, 1, 1), u(0.55, 0.95).view(n, 1, 1)  # semi-axes in [-1, 1] units
+    dx, dy = (xx[None] - cx) / ax, (yy[None] - cy) / ay
+    ellipse = (dx ** 2 + dy ** 2 <= 1).float()
+    p = u(4.0, 8.0).view(n, 1, 1)  # superellipse exponent: a box with rounded corners
+    box = ((dx / 0.85).abs() ** p + (dy / 0.85).abs() ** p <= 1).float()
+    pick = torch.randint(3, (n,), generator=u.generator).view(n, 1, 1)
+    out = torch.where(pick == 0, base[:, 0], torch.where(pick == 1, ellipse, box))[:, None]
+    # grow or shrink a little (max-pool dilation / erosion), so the seam is not always at one place
+    k = 2 * int(round(0.03 * s)) + 1
+    grow = F.max_pool2d(out, k, 1, k // 2)
+    shrink = 1 - F.max_pool2d(1 - out, k, 1, k // 2)
+    g = torch.randint(3, (n,), generator=u.generator).view(n, 1, 1, 1)
+    return torch.where(g == 0, grow, torch.where(g == 1, shrink, out))
+
+
 def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator | None = None,
-               strong: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               strong: bool = False, shapes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """x: real crops (N,3,S,S) in [0,1]; prior: (1,1,S,S) or (S,S) face-region prior in [0,1].
     Returns (pseudo-fakes (N,3,S,S), masks (N,1,S,S) in [0,1]).
 
@@ -68,14 +95,17 @@ def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator 
 
     def u(lo, hi, *shape):
         return lo + (hi - lo) * torch.rand(shape or (n,), generator=g)
+    u.generator = g
 
     base = (prior.reshape(1, 1, s, s).float() > 0.3).float().expand(n, 1, s, s)
     if float(base.sum()) == 0:  # no prior: a centred ellipse
         yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
         base = (((xx / 0.55) ** 2 + ((yy - 0.1) / 0.7) ** 2) <= 1).float().expand(n, 1, s, s)
+    if shapes:
+        base = _shape_masks(base.contiguous(), u)
     theta = _similarity(n, u(0.85, 1.1), u(-0.12, 0.12, n, 2), u(-0.14, 0.14))
     m = _warp(base, theta)
-    m = _gauss_blur(m, u(0.01, 0.06) * s).clamp(0, 1)
+    m = _gauss_blur(m, u(0.01, 0.12 if shapes else 0.06) * s).clamp(0, 1)
     m = m / m.flatten(1).amax(1).clamp_min(1e-6).view(n, 1, 1, 1)
 
     k = 1.7 if strong else 1.0

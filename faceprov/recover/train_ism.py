@@ -61,6 +61,7 @@ class ISMTrainConfig:
     self_blend: float = 0.0        # share of the fake slots filled with self-blended reals (self_blend.py)
     jpeg: float = 0.0              # share of samples re-encoded as JPEG (quality 60-95) after the blend
     self_blend_strong: bool = False  # the SBI paper's wider source transforms (self_blend.py `strong`)
+    self_blend_shapes: bool = False  # varied seam shapes: prior, ellipse, rounded box (self_blend.py `shapes`)
     init_from: str | None = None   # warm start: an ISM model folder (same architecture)
     # more unmanipulated photos as reals (and as self-blend bases): `extra_reals` photos of the
     # labels TSV `extra_reals_labels` that no training triplet references (listed in the model
@@ -445,7 +446,8 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
             "val_swaps": [Path(s).name for s in cfg.val_swaps],
             "data": "faceprov swap make triplets (LFW peopleDevTrain)" if cfg.swaps else "given tensors",
             "losses": {"bce": cfg.w_bce, "dice": cfg.w_dice, "cls": cfg.w_cls},
-            "self_blend": cfg.self_blend, "self_blend_strong": cfg.self_blend_strong, "jpeg": cfg.jpeg,
+            "self_blend": cfg.self_blend, "self_blend_strong": cfg.self_blend_strong,
+            "self_blend_shapes": cfg.self_blend_shapes, "jpeg": cfg.jpeg,
             "init_from": cfg.init_from, "extra_reals": cfg.extra_reals})
 
     n_real = int(round(cfg.batch_size * cfg.real_ratio)) if len(real_idx) else 0
@@ -471,7 +473,8 @@ def train_ism(config: ISMTrainConfig | None = None, out_dir: str | Path = "runs/
         lab = data["labels"][pick]
         if n_sbi:
             base = real_idx[torch.randint(len(real_idx), (n_sbi,), generator=gen)]
-            xs, ms = self_blend(data["images"][base].float() / 255, prior, gen, strong=cfg.self_blend_strong)
+            xs, ms = self_blend(data["images"][base].float() / 255, prior, gen, strong=cfg.self_blend_strong,
+                                shapes=cfg.self_blend_shapes)
             x, m = torch.cat([x, xs]), torch.cat([m, ms])
             lab = torch.cat([lab, torch.ones(n_sbi)])
         x = jpeg_augment(x, cfg.jpeg, gen)

@@ -172,7 +172,12 @@ def start_servers(n: int, model_dir: Path, db: str, a, tmp: Path) -> list[tuple[
                "--model", str(model_dir), "--device", a.device, "--batch-size", str(a.batch_size),
                "--max-wait-ms", str(a.max_wait_ms), "--queue-size", "256", "--rate-limit", "0",
                "--workers", str(a.workers), "--timeout", "120"]
-        out.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT),
+        pre = None
+        if a.pin_cores:  # replica i on core i (mod cores): what a `cpu: 1` container limit gives it
+            core = sorted(os.sched_getaffinity(0))[i % len(os.sched_getaffinity(0))]
+            pre = lambda core=core: os.sched_setaffinity(0, {core})  # noqa: E731
+        out.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                     preexec_fn=pre),
                     f"http://127.0.0.1:{port}", log))
     return out
 
@@ -219,6 +224,8 @@ def main() -> None:
     ap.add_argument("--replicas", default="1",
                     help="comma-separated replica counts to measure (> 1 or several: on one PostgreSQL)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per server process")
+    ap.add_argument("--pin-cores", action="store_true",
+                    help="pin replica i to CPU core i (mod cores), one core per replica like a container CPU limit")
     ap.add_argument("--photos", type=int, default=24)
     ap.add_argument("--sizes", default="native,1024",
                     help="photo long sides to test: 'native' (LFW 250x250) and/or pixels, e.g. 1024")
@@ -319,7 +326,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     doc = {"when": common.stamp(), "git": common.git_rev(), "machine": common.machine(), "device": a.device,
            "model": model_desc, "batch_size": a.batch_size, "max_wait_ms": a.max_wait_ms, "workers": a.workers,
-           "replicas": counts, "threads": a.threads, "database": db_desc,
+           "replicas": counts, "threads": a.threads, "pin_cores": a.pin_cores, "database": db_desc,
            "duration_s": a.duration, "photos": len(base), "mean_faces_per_model_call": mean_batch, "levels": rows,
            "load_avg_after": os.getloadavg(), "server_rss_mb": mem, "verification_loaded": verify_loaded}
     cmd = " ".join(sys.argv[1:])
@@ -327,7 +334,10 @@ def main() -> None:
           f"`.venv/bin/python ops/load/cloak_load.py {cmd}` — {doc['when']}, git {doc['git']}", "",
           f"Machine: {doc['machine']}. Model: {model_desc}. Batch ≤ {a.batch_size} faces, wait ≤ "
           f"{a.max_wait_ms:g} ms, {a.workers} worker process(es) per replica, "
-          f"{a.threads or 'default'} torch thread(s) per process; database {db_desc}; client on the same "
+          f"{a.threads or 'default'} torch thread(s) per process"
+          + ("; each replica pinned to one CPU core (replica i on core i, as a `cpu: 1` container limit would)"
+             if a.pin_cores else "; replicas not pinned (the kernel spreads every thread over all cores)")
+          + f"; database {db_desc}; client on the same "
           "machine, spreading requests over the replicas round-robin. Each photo is cloaked, its faces embedded "
           "by the registry recognizers (sface, dlib, faceres), hashed and recorded. "
           "Mean faces per model call: " + (f"{mean_batch:.2f}." if mean_batch else "n/a."), "",

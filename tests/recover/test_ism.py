@@ -153,6 +153,25 @@ def test_self_blend_changes_only_inside_the_mask(strong):
     assert torch.equal(out, out2)                          # reproducible from the generator
 
 
+def test_self_blend_shapes_vary_the_seam_and_stay_inside_it():
+    from faceprov.recover.self_blend import self_blend
+
+    x = torch.rand(24, 3, 64, 64)
+    prior = torch.zeros(64, 64)
+    prior[16:48, 20:44] = 1
+    plain, mp = self_blend(x, prior, torch.Generator().manual_seed(1), strong=True)
+    out, m = self_blend(x, prior, torch.Generator().manual_seed(1), strong=True, shapes=True)
+    diff = (out - x).abs().sum(1, keepdim=True)
+    assert float(diff[m < 1e-4].max()) < 1e-3             # outside the mask: untouched
+    assert float(diff[m > 0.9].mean()) > 0.01              # inside: visibly altered
+    area = m.flatten(1).mean(1)
+    assert 0.05 < float(area.min()) and float(area.max()) < 0.7   # a face-sized region, never the crop
+    # seams of other shapes than the prior's box: the masks differ from the plain ones and from
+    # each other far more than the plain masks do (which are only moved copies of one shape)
+    assert float((m - mp).abs().mean()) > 0.02
+    assert float(area.std()) > float(mp.flatten(1).mean(1).std())
+
+
 def test_self_blend_training_and_warm_start(tmp_path):
     data = synthetic(16)
     cfg = tiny_cfg(steps=4, self_blend=0.5, val_fraction=0.0, ckpt_every=100, eval_every=100)
