@@ -33,38 +33,7 @@ $('form').addEventListener('submit', async (e) => {
     // means the request goes through CORS instead of the host permission
     const granted = await ensurePermission(v.serverUrl);
     await save(v);
-    await // Sites where the upload watcher runs (background.js registers it for exactly these).
-async function listSites() {
-  const required = new Set(chrome.runtime.getManifest().host_permissions || []);
-  const { origins = [] } = await chrome.permissions.getAll();
-  const ul = $('granted');
-  ul.textContent = '';
-  for (const o of origins.filter((x) => /^https?:/.test(x)).sort()) {
-    const li = document.createElement('li');
-    li.dataset.origin = o;
-    li.append(document.createTextNode(o.replace(/\/\*$/, '')));
-    if (required.has(o)) {
-      const m = document.createElement('span');
-      m.className = 'muted';
-      m.textContent = ' (this computer: always)';
-      li.append(m);
-    } else {
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.className = 'secondary';
-      b.textContent = 'Remove';
-      b.addEventListener('click', async () => {
-        await chrome.permissions.remove({ origins: [o] });
-        await listSites();
-      });
-      li.append(' ', b);
-    }
-    ul.append(li);
-  }
-}
-
-fill();
-listSites();
+    await listSites();
     const note = granted ? '' : ' No host permission for the server; it must allow this extension by CORS.';
     say(`Saved. Checking the key…${note}`);
     const st = await chrome.runtime.sendMessage({ type: 'faceprov:status' });
