@@ -40,7 +40,7 @@ for arm in $ARMS; do
   $PY -m faceprov.cli train ism --swaps "$SW/train-landmark" --swaps "$SW/train-lowres" \
     --out "runs/ism-shapes/$arm" --set steps="$STEPS" --set lr=0.0002 --set self_blend=0.5 \
     --set self_blend_strong=true --set jpeg=0.5 --set init_from=faceprov/weights/ism \
-    --set val_fraction=0.1 --set seed=7 "${extra[@]}"
+    --set val_fraction=0.1 --set seed=7 --set model.size=128 --set "model.aspp_rates=[1,2,3]" "${extra[@]}"
 done
 
 models=()
