@@ -61,7 +61,7 @@ def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def _shape_masks(base: torch.Tensor, u) -> torch.Tensor:
+def _shape_masks(base: torch.Tensor, u, g: torch.Generator | None) -> torch.Tensor:
     """Per sample: the prior mask, an ellipse or a rounded box (equal odds), each (N,1,S,S) {0,1}."""
     n, _, s, _ = base.shape
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
@@ -71,13 +71,13 @@ def _shape_masks(base: torch.Tensor, u) -> torch.Tensor:
     ellipse = (dx ** 2 + dy ** 2 <= 1).float()
     p = u(4.0, 8.0).view(n, 1, 1)  # superellipse exponent: a box with rounded corners
     box = ((dx / 0.85).abs() ** p + (dy / 0.85).abs() ** p <= 1).float()
-    pick = torch.randint(3, (n,), generator=u.generator).view(n, 1, 1)
+    pick = torch.randint(3, (n,), generator=g).view(n, 1, 1)
     out = torch.where(pick == 0, base[:, 0], torch.where(pick == 1, ellipse, box))[:, None]
     # grow or shrink a little (max-pool dilation / erosion), so the seam is not always at one place
     k = 2 * int(round(0.03 * s)) + 1
     grow = F.max_pool2d(out, k, 1, k // 2)
     shrink = 1 - F.max_pool2d(1 - out, k, 1, k // 2)
-    g = torch.randint(3, (n,), generator=u.generator).view(n, 1, 1, 1)
+    g = torch.randint(3, (n,), generator=g).view(n, 1, 1, 1)
     return torch.where(g == 0, grow, torch.where(g == 1, shrink, out))
 
 
@@ -95,14 +95,13 @@ def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator 
 
     def u(lo, hi, *shape):
         return lo + (hi - lo) * torch.rand(shape or (n,), generator=g)
-    u.generator = g
 
     base = (prior.reshape(1, 1, s, s).float() > 0.3).float().expand(n, 1, s, s)
     if float(base.sum()) == 0:  # no prior: a centred ellipse
         yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
         base = (((xx / 0.55) ** 2 + ((yy - 0.1) / 0.7) ** 2) <= 1).float().expand(n, 1, s, s)
     if shapes:
-        base = _shape_masks(base.contiguous(), u)
+        base = _shape_masks(base.contiguous(), u, g)
     theta = _similarity(n, u(0.85, 1.1), u(-0.12, 0.12, n, 2), u(-0.14, 0.14))
     m = _warp(base, theta)
     m = _gauss_blur(m, u(0.01, 0.12 if shapes else 0.06) * s).clamp(0, 1)

@@ -174,7 +174,8 @@ def start_servers(n: int, model_dir: Path, db: str, a, tmp: Path) -> list[tuple[
                "--workers", str(a.workers), "--timeout", "120"]
         pre = None
         if a.pin_cores:  # replica i on core i (mod cores): what a `cpu: 1` container limit gives it
-            core = sorted(os.sched_getaffinity(0))[i % len(os.sched_getaffinity(0))]
+            cores = sorted(os.sched_getaffinity(0))
+            core = cores[i % len(cores)]
             pre = lambda core=core: os.sched_setaffinity(0, {core})  # noqa: E731
         out.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                      preexec_fn=pre),
