@@ -77,8 +77,8 @@ def _shape_masks(base: torch.Tensor, u, g: torch.Generator | None) -> torch.Tens
     k = 2 * int(round(0.03 * s)) + 1
     grow = F.max_pool2d(out, k, 1, k // 2)
     shrink = 1 - F.max_pool2d(1 - out, k, 1, k // 2)
-    g = torch.randint(3, (n,), generator=g).view(n, 1, 1, 1)
-    return torch.where(g == 0, grow, torch.where(g == 1, shrink, out))
+    which = torch.randint(3, (n,), generator=g).view(n, 1, 1, 1)
+    return torch.where(which == 0, grow, torch.where(which == 1, shrink, out))
 
 
 def self_blend(x: torch.Tensor, prior: torch.Tensor, generator: torch.Generator | None = None,
