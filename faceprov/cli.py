@@ -64,6 +64,7 @@ app.add_typer(server_cli.keys_app, name="keys")
 from .commands import recover_cli  # noqa: E402
 app.add_typer(recover_cli.swap_app, name="swap")
 train_app.command("ism")(recover_cli.train_ism)
+train_app.command("detector")(recover_cli.train_detector)
 train_app.command("dfrec")(recover_cli.train_dfrec)
 train_app.command("drn")(recover_cli.train_drn)
 train_app.command("drfsi")(recover_cli.train_drfsi)

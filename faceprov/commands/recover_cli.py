@@ -4,6 +4,7 @@ Registered in faceprov/cli.py:
 
     app.add_typer(recover_cli.swap_app, name="swap")
     train_app.command("ism")(recover_cli.train_ism)
+    train_app.command("detector")(recover_cli.train_detector)
     train_app.command("dfrec")(recover_cli.train_dfrec)
     train_app.command("drn")(recover_cli.train_drn)
     train_app.command("drfsi")(recover_cli.train_drfsi)
@@ -103,6 +104,33 @@ def train_ism(swaps: list[Path] = typer.Option([], "--swaps", help="triplet fold
         raise typer.BadParameter("give at least one --swaps folder")
     res = run(cfg, out, resume=not no_resume, progress=not no_progress)
     _emit(res)
+
+
+def train_detector(swaps: list[Path] = typer.Option([], "--swaps", help="triplet folder(s) from `swap make` (repeat)"),
+                   root: Optional[Path] = typer.Option(None, "--root",
+                                                        help="root of the triplets' source/target paths (default: LFW)"),
+                   ism: Optional[Path] = typer.Option(None, "--ism", help="ISM folder whose score is fused (default: shipped)"),
+                   out: Path = typer.Option(Path("runs/detector"), "--out", help="run folder; the model goes to OUT/model"),
+                   steps: int = typer.Option(600, "--steps", min=1),
+                   hidden: int = typer.Option(256, "--hidden", min=1),
+                   no_ism: bool = typer.Option(False, "--no-ism", help="recognizer features only"),
+                   seed: int = typer.Option(0, "--seed"),
+                   no_progress: bool = typer.Option(False, "--no-progress")) -> None:
+    """Train the swap detector on frozen recognizer features (+ the ISM's score): minutes on a CPU.
+    Then `ops/bench/detection --features OUT/model --write` sets its operating threshold."""
+    from ..recover.feature_detector import FeatureDetectorConfig
+    from ..recover.train_feature_detector import FeatureDetectorTrainConfig, train_feature_detector
+
+    if not swaps:
+        raise typer.BadParameter("give at least one --swaps folder (faceprov swap make on the training split)")
+    for s in swaps:
+        if not (s / "triplets.tsv").exists():
+            raise typer.BadParameter(f"{s} has no triplets.tsv (make it with `faceprov swap make`)")
+    cfg = FeatureDetectorTrainConfig(swaps=[str(s) for s in swaps], ism=str(ism) if ism else None,
+                                     root=str(root) if root else None, steps=steps, seed=seed,
+                                     model=FeatureDetectorConfig(hidden=hidden, ism_repeat=0 if no_ism else 16))
+    path = train_feature_detector(cfg, out, progress=not no_progress)
+    _emit({"model": str(path), **json.loads((path / "config.json").read_text())["metadata"]})
 
 
 def _train_recover(kind: str):

@@ -3,6 +3,8 @@ unchanged by `faceprov verify`, `POST /v1/verify` and `faceprov eval recovery`.
 
     bytes -> decode (format sniffed, EXIF upright, bomb guard) -> detect every face (MTCNN)
           -> per face: ISM-align (ArcFace template x context) -> ISM: fake probability + mask
+             -> the recognizer-feature detector (frozen recognizers + the ISM's score, when
+                faceprov/weights/detector exists) decides manipulated / clean
           -> when manipulated (or always, for benchmarks): each recovery model restores the
              source face (who was pasted in) and the target face (whose photo it was)
           -> embeddings of the recovered faces (match recognizer, realigned to its template)
@@ -14,9 +16,11 @@ Models load from `faceprov/weights/{ism,dfrec,drfsi,drn}/` (or given folders). A
 error naming the command that trains it; a recovery model that is absent is listed under
 `unavailable` when the caller asked for "all", and is an error when asked for by name.
 
-The verdict of a face is `manipulated` when the ISM's fake probability is >= `fake_threshold`
-(the operating threshold stored with the ISM, chosen on training data for a clean false-positive
-rate; 0.5 for a model without one). The photo's verdict is `manipulated` when any face is, `clean` when faces were checked and
+The verdict of a face is `manipulated` when the deciding detector's fake probability is >=
+`fake_threshold` (the operating threshold stored with that model, chosen on training data for a
+clean false-positive rate; 0.5 for a model without one). The deciding detector is the
+feature detector when one is loaded (it generalises to unseen swap methods far better than the
+ISM: docs/benchmarks.md, *detection*), else the ISM; the ISM's mask always gives the region. The photo's verdict is `manipulated` when any face is, `clean` when faces were checked and
 none is, `no_face` when there is none to check.
 """
 from __future__ import annotations
@@ -75,6 +79,42 @@ def load_recovery(kind: str, path: str | Path | None = None, device: str | torch
     else:
         from .drfsi import DRFSI as cls
     return cls.from_pretrained(p, device=device)
+
+
+def load_feature_detector(path: str | Path | None = None, device: str | torch.device = "cpu",
+                          missing: dict | None = None, ism_path: str | Path | None = None):
+    """The recognizer-feature detector from `path` (default faceprov/weights/detector). Without a
+    path, an absent model (or recognizer asset), or one fitted on another ISM's scores than the
+    ISM at `ism_path` (default: the shipped one), is not an error: the ISM decides alone and
+    `missing` says why."""
+    import json
+
+    from .feature_detector import FeatureDetector
+    from .train_feature_detector import ism_fingerprint
+
+    p = Path(path) if path else weights_dir("detector")
+    if not (p / "config.json").exists():
+        if path:
+            raise ModelMissing(f"no feature detector at {p}: train one with `faceprov train detector --swaps DIR`")
+        if missing is not None:
+            missing["detector"] = f"no feature detector at {p}: the ISM decides alone"
+        return None
+    if not path:
+        meta = json.loads((p / "config.json").read_text()).get("metadata", {})
+        want, ism_dir = meta.get("ism_sha256"), Path(ism_path) if ism_path else weights_dir("ism")
+        have = ism_fingerprint(ism_dir) if (ism_dir / "model.safetensors").exists() else None
+        if want and want != have:
+            if missing is not None:
+                missing["detector"] = f"the feature detector at {p} was fitted on another ISM's scores; the ISM decides alone"
+            return None
+    try:
+        return FeatureDetector.from_pretrained(p, device=device)
+    except Exception as e:  # noqa: BLE001 - e.g. a recognizer asset not fetched yet
+        if path:
+            raise
+        if missing is not None:
+            missing["detector"] = f"feature detector not loaded ({e}); the ISM decides alone"
+        return None
 
 
 def model_version(kind: str, model) -> str:
@@ -188,6 +228,7 @@ class FaceCheck:
     # fused answer: side -> {"vector", "candidates": [...], "evidence": [...]} and side -> decide()'s dict
     fused: dict[str, dict] = field(default_factory=dict)
     answer: dict[str, dict] = field(default_factory=dict)
+    ism_probability: float | None = None   # the ISM's own score when a feature detector decides
 
     def to_json(self) -> dict:
         return {
@@ -199,6 +240,7 @@ class FaceCheck:
                for side in ("source", "target")},
             "score": self.score,
             "fake_probability": round(self.fake_probability, 4), "manipulated": self.manipulated,
+            **({} if self.ism_probability is None else {"ism_probability": round(self.ism_probability, 4)}),
             "region": self.region,
             "recovery": {k: {"model_version": r.version,
                              "source": {"matches": r.source_matches},
@@ -261,16 +303,23 @@ class Verifier:
                  detector: Detector | None = None, device: str | torch.device | None = None,
                  fake_threshold: float | None = None, min_score: float = 0.9, max_faces: int = 8,
                  unavailable: Mapping[str, str] | None = None, drfsi_steps: int | None = None,
-                 fusion=None):
+                 fusion=None, feature_detector=None):
         self.device = torch.device(device or settings().device)
         self.ism = ism.to(self.device).eval()
         self.recovery = {k: m.to(self.device).eval() for k, m in (recovery or {}).items()}
         self.recognizer = recognizer
         self.detector = detector or default_detector(str(self.device))
-        # the ISM's operating point, chosen on training data when it was exported (see
+        # the deciding detector: the recognizer-feature detector (fused with the ISM's score) when
+        # one is loaded, else the ISM alone; its operating point was chosen on training data (see
         # ops/bench/detection --write); 0.5 for a model that carries none
+        self.feature_detector = feature_detector
+        if feature_detector is not None:
+            c = feature_detector.config
+            if (int(c.size), float(c.context)) != (int(ism.config.size), float(ism.config.context)):
+                raise ValueError("the feature detector reads other crops than the ISM (size/context differ)")
         if fake_threshold is None:
-            op = (getattr(ism, "metadata", {}) or {}).get("operating_threshold")
+            decider = feature_detector if feature_detector is not None else ism
+            op = (getattr(decider, "metadata", {}) or {}).get("operating_threshold")
             fake_threshold = float(op["threshold"]) if isinstance(op, dict) else 0.5
         self.fake_threshold = float(fake_threshold)
         self.min_score = min_score
@@ -283,6 +332,8 @@ class Verifier:
                 raise ValueError(f"{k} works on crops with context {m.config.context}, the ISM on "
                                  f"{self.ism.config.context}; they must match")
         self.versions = {"ism": model_version("ism", self.ism),
+                         **({"detector": f"detector-steps{feature_detector.metadata.get('steps')}"}
+                            if feature_detector is not None else {}),
                          **{k: model_version(k, m) for k, m in self.recovery.items()}}
 
     @classmethod
@@ -318,6 +369,8 @@ class Verifier:
             from .. import recognizers as R
 
             rec = R.get(recognizer, str(dev))
+        if "feature_detector" not in kw:
+            kw["feature_detector"] = load_feature_detector(None, dev, missing, ism_path)
         if "fusion" not in kw:
             from .fuse import FusionRule
 
@@ -378,13 +431,15 @@ class Verifier:
         if not crops:
             return []
         crops_a = np.stack(crops)
-        p_fake, masks = self.ism.predict(crops_a)
+        p_ism, masks = self.ism.predict(crops_a)
+        p_fake = p_ism if self.feature_detector is None else self.feature_detector.predict(crops_a, p_ism)
         out = []
         for i, (c, m, p, mk) in enumerate(zip(crops, mats, p_fake, masks)):
             out.append(FaceCheck(index=i, box=[], score=float("nan"), fake_probability=float(p),
                                  manipulated=bool(p >= self.fake_threshold),
                                  region=_region(mk, m, cfg.size) if p >= self.fake_threshold else None,
-                                 crop=c, mask=mk.astype(np.float32), matrix=m))
+                                 crop=c, mask=mk.astype(np.float32), matrix=m,
+                                 ism_probability=None if self.feature_detector is None else float(p_ism[i])))
         todo = [f for f in out if recover == "always" or (recover == "auto" and f.manipulated)]
         if todo:
             for kind in (models or list(self.recovery)):
