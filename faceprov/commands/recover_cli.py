@@ -114,6 +114,7 @@ def train_detector(swaps: list[Path] = typer.Option([], "--swaps", help="triplet
                    steps: int = typer.Option(600, "--steps", min=1),
                    hidden: int = typer.Option(256, "--hidden", min=1),
                    no_ism: bool = typer.Option(False, "--no-ism", help="recognizer features only"),
+                   view: str = typer.Option("both", "--view", help="ism | native | both (see faceprov.recover.feature_detector)"),
                    seed: int = typer.Option(0, "--seed"),
                    no_progress: bool = typer.Option(False, "--no-progress")) -> None:
     """Train the swap detector on frozen recognizer features (+ the ISM's score): minutes on a CPU.
@@ -128,7 +129,7 @@ def train_detector(swaps: list[Path] = typer.Option([], "--swaps", help="triplet
             raise typer.BadParameter(f"{s} has no triplets.tsv (make it with `faceprov swap make`)")
     cfg = FeatureDetectorTrainConfig(swaps=[str(s) for s in swaps], ism=str(ism) if ism else None,
                                      root=str(root) if root else None, steps=steps, seed=seed,
-                                     model=FeatureDetectorConfig(hidden=hidden, ism_repeat=0 if no_ism else 16))
+                                     model=FeatureDetectorConfig(hidden=hidden, ism_repeat=0 if no_ism else 16, view=view))
     path = train_feature_detector(cfg, out, progress=not no_progress)
     _emit({"model": str(path), **json.loads((path / "config.json").read_text())["metadata"]})
 

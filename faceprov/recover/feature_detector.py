@@ -11,6 +11,8 @@ method (docs/benchmarks.md, section *detection*).
 
     ISM crop (N,3,S,S) -> each recognizer in `recognizers`: its embedding of the crop, plus for
     `taps` the channel mean and standard deviation of intermediate feature maps
+    [view "both": all of it twice, on the crop as it is and re-warped into each recognizer's own
+     template, plus the cosine between the two views' embeddings]
     -> concat, standardised with the training set's mean/std
     -> [+ ISM logit x `ism_repeat`] -> dropout -> linear -> ReLU -> linear = fake logit
 
@@ -42,8 +44,10 @@ class FeatureDetectorConfig:
     hidden: int = 256
     dropout: float = 0.2
     ism_repeat: int = 16             # 0: no ISM input; n: its logit enters as n equal columns
-    view: str = "ism"                # "ism": each recognizer sees the ISM crop as it is (wider, with
-                                     # hair and jaw); "native": re-warped into its own template
+    view: str = "both"               # "ism": each recognizer sees the ISM crop as it is (wider, with
+                                     # hair and jaw); "native": re-warped into its own template;
+                                     # "both": both, plus the cosine between the two views' embeddings
+    cos_repeat: int = 16             # with "both": each recognizer's cross-view cosine as n columns
     feature_dim: int = 0             # filled in when the recognizers are first run
 
     def to_dict(self) -> dict:
@@ -62,8 +66,8 @@ class RecognizerFeatures:
         from .. import recognizers as R
         from ..recognizers.taps import FeatureTap
 
-        if cfg.view not in ("ism", "native"):
-            raise ValueError(f"view must be 'ism' or 'native', not {cfg.view!r}")
+        if cfg.view not in ("ism", "native", "both"):
+            raise ValueError(f"view must be 'ism', 'native' or 'both', not {cfg.view!r}")
         bad = [n for n in cfg.recognizers if n in BLACK_BOX]
         if bad:
             raise ValueError(f"{', '.join(bad)} must stay black box: not allowed as detector features")
@@ -90,27 +94,39 @@ class RecognizerFeatures:
         for i in range(0, len(crops), batch):
             x = crops[i:i + batch]
             x = (x.float() / 255 if x.dtype == torch.uint8 else x.float()).to(self.device)
-            cols = []
-            for rec in self.recs:
-                if self.cfg.view == "native":
-                    from ..faces.warp import realign
-                    from .losses import crop_template
-
-                    xr = realign(x, crop_template(self.cfg.size, self.cfg.context), rec.template, int(rec.input_size))
-                else:
-                    xr = x
-                tap = self.taps.get(rec.name)
-                if tap is None:
-                    cols.append(rec.embed(xr).float())
-                    continue
-                with tap.capture() as maps:
-                    e = rec.embed(xr).float()
-                for m in maps:
-                    m = m.float()
-                    cols += [m.mean((2, 3)), m.flatten(2).std(2)]
-                cols.append(e)
+            views = ("ism", "native") if self.cfg.view == "both" else (self.cfg.view,)
+            cols, embs = [], {}
+            for view in views:
+                for rec in self.recs:
+                    cols += self._one(rec, x, view)
+                    embs[(view, rec.name)] = cols[-1]
+            if self.cfg.view == "both" and self.cfg.cos_repeat:
+                # a swap puts one person's inner face inside another's head: the wide view (hair,
+                # jaw, ears) and the recognizer's own tight view then disagree on identity
+                for rec in self.recs:
+                    c = torch.nn.functional.cosine_similarity(embs[("ism", rec.name)], embs[("native", rec.name)], dim=1)
+                    cols.append(c[:, None].repeat(1, self.cfg.cos_repeat))
             out.append(torch.cat(cols, 1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.cfg.feature_dim)
+
+
+    def _one(self, rec, x: torch.Tensor, view: str) -> list[torch.Tensor]:
+        """[tap means/stds..., embedding] of one recognizer on one view of the crops."""
+        if view == "native":
+            from ..faces.warp import realign
+            from .losses import crop_template
+
+            x = realign(x, crop_template(self.cfg.size, self.cfg.context), rec.template, int(rec.input_size))
+        tap = self.taps.get(rec.name)
+        if tap is None:
+            return [rec.embed(x).float()]
+        cols = []
+        with tap.capture() as maps:
+            e = rec.embed(x).float()
+        for m in maps:
+            m = m.float()
+            cols += [m.mean((2, 3)), m.flatten(2).std(2)]
+        return cols + [e]
 
 
 def ism_logit(p: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -45,7 +45,7 @@ def _cache_path(cfg: FeatureDetectorTrainConfig, feats: RecognizerFeatures, ism_
         h.update((p / "triplets.tsv").read_bytes())
     h.update(repr(sorted(feats.versions.items())).encode())
     h.update(repr(sorted(cfg.model.taps.items())).encode())
-    h.update(f"{cfg.model.size}-{cfg.model.context}-{ism_version}".encode())
+    h.update(f"{cfg.model.size}-{cfg.model.context}-{cfg.model.view}-{cfg.model.cos_repeat}-{ism_version}".encode())
     return settings().cache_dir / "fdet" / f"{h.hexdigest()[:16]}.pt"
 
 
@@ -160,4 +160,40 @@ def train_feature_detector(cfg: FeatureDetectorTrainConfig, out_dir: str | Path,
         "ism_sha256": ism_fingerprint(cfg.ism),
         "data": "faceprov swap make triplets (LFW peopleDevTrain)", "final_loss": info["loss"],
         "fit_seconds": info["seconds"]})
+    write_model_card(out)
     return out
+
+
+def write_model_card(path: Path, measured: str | None = None) -> None:
+    """MODEL_CARD.md from the saved config; `measured` (markdown written by ops/bench/detection
+    --write) replaces the card's "Measured" section, which is kept otherwise."""
+    import json
+
+    info = json.loads((path / "config.json").read_text())
+    c, m = info["config"], info["metadata"]
+    card = path / "MODEL_CARD.md"
+    old = card.read_text() if card.exists() else ""
+    if measured is None and "## Measured" in old:
+        measured = old.split("## Measured", 1)[1].split("\n## ", 1)[0].strip()
+    taps = ", ".join(f"{k} at relative conv depths {v}" for k, v in c["taps"].items()) or "none"
+    lines = [
+        "# faceprov swap detector (recognizer features)", "",
+        "A small MLP on frozen face-recognizer features of the ISM-aligned crop, with the ISM's own logit as one "
+        "more input: it decides whether a face is manipulated in `faceprov verify` (the ISM still draws the region).",
+        "", f"{info['parameters']:,} trained parameters; config: `{json.dumps(c)}`.", "",
+        "## Inputs", "",
+        f"- recognizers (frozen, white box in faceprov's protocol): {', '.join(c['recognizers'])}; sface and "
+        "mobileface are never used (black box)",
+        f"- taps: {taps} (channel mean and std of each map) plus each recognizer's embedding; view `{c['view']}`",
+        f"- ISM crop {c['size']} px, context {c['context']}; ISM logit x {c['ism_repeat']} columns "
+        f"(ISM {m.get('ism')}, weights sha256 {m.get('ism_sha256')})",
+        f"- recognizer versions: `{json.dumps(m.get('recognizer_versions', {}))}` (checked at load)", "",
+        "## Training", "",
+        f"- data: {m.get('data')}; folders {m.get('swaps')}; {m['samples']['swapped']} swapped and "
+        f"{m['samples']['real']} real crops (the real photos the triplets reference; listed in train_reals.txt)",
+        f"- {m.get('steps')} AdamW steps, batch {m.get('batch_size')}, lr {m.get('lr')}, weight decay "
+        f"{m.get('weight_decay')}, class-balanced BCE, seed {m.get('seed')}; {m.get('fit_seconds')} s on CPU "
+        f"after the features (final batch loss {m.get('final_loss')})", "",
+        "## Measured", "", measured or "Not measured yet: run `ops/bench/detection --features <this folder> --write`.",
+        ""]
+    card.write_text("\n".join(lines))

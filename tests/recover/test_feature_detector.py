@@ -19,7 +19,7 @@ SIZE = 96
 
 def cfg(**kw) -> FeatureDetectorConfig:
     return FeatureDetectorConfig(**{"recognizers": ["dlib"], "taps": {"dlib": [0.3, 0.6]}, "size": SIZE,
-                                    "context": 0.75, "hidden": 16, "ism_repeat": 2, **kw})
+                                    "context": 0.75, "hidden": 16, "ism_repeat": 2, "view": "ism", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,11 @@ def test_features_are_the_recognizer_taps_and_embedding(crops):
     assert not torch.allclose(a[0], a[1])
     native = RecognizerFeatures(cfg(view="native"))(crops)
     assert native.shape == a.shape and not torch.allclose(native, a)
+    # both views side by side, then the cross-view cosine of the embeddings (3 columns)
+    both = RecognizerFeatures(cfg(view="both", cos_repeat=3))(crops)
+    assert torch.allclose(both[:, :a.shape[1]], a, atol=1e-5) and torch.allclose(both[:, a.shape[1]:-3], native, atol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(a[:, -128:], native[:, -128:], dim=1)
+    assert torch.allclose(both[:, -3:], cos[:, None].repeat(1, 3), atol=1e-5) and (cos < 0.999).all()
 
 
 def test_black_box_recognizers_are_refused():
@@ -110,3 +115,37 @@ def test_verifier_decides_with_the_feature_detector(crops, lfw_root, tmp_path):
     with pytest.raises(ValueError, match="size/context"):
         Verifier(ISM(ISMConfig(size=64, aspp_channels=32, aspp_rates=[1, 2, 3], low_channels=16,
                                decoder_channels=32)), {"drn": drn}, feature_detector=det, device="cpu")
+
+
+def test_train_detector_cli_end_to_end(lfw_root, tmp_path):
+    """`faceprov train detector` on real swaps: a saved model with its card that loads and scores."""
+    from typer.testing import CliRunner
+
+    from faceprov.cli import app
+    from faceprov.data import lfw
+    from faceprov.swap import make_triplets
+
+    labels = tmp_path / "train.tsv"
+    lfw.write_tsv("test", labels, min_images=1, max_identities=20)
+    swaps = tmp_path / "swaps"
+    made = make_triplets(labels, lfw_root, "affine", 3, swaps, seed=3)
+    assert made["made"] >= 2
+    torch.manual_seed(0)
+    ISM(ISMConfig(size=SIZE, aspp_channels=32, aspp_rates=[1, 2, 3], low_channels=16,
+                  decoder_channels=32)).save_pretrained(tmp_path / "ism")
+    r = CliRunner().invoke(app, ["train", "detector", "--swaps", str(swaps), "--root", str(lfw_root),
+                                 "--ism", str(tmp_path / "ism"), "--out", str(tmp_path / "run"), "--steps", "5",
+                                 "--hidden", "8", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    model = tmp_path / "run" / "model"
+    card = (model / "MODEL_CARD.md").read_text()
+    assert "faceres-deep" in card and "never used (black box)" in card and "Not measured yet" in card
+    det = FeatureDetector.from_pretrained(model)
+    assert det.metadata["samples"]["swapped"] == made["made"] and det.metadata["ism_sha256"]
+    assert (model / "train_reals.txt").read_text().count("\n") == det.metadata["samples"]["real"]
+    p = det.predict(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), np.array([0.2, 0.9]))
+    assert p.shape == (2,) and np.isfinite(p).all()
+    # bad input: a folder that is not a swap folder is refused before anything loads
+    r = CliRunner().invoke(app, ["train", "detector", "--swaps", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "triplets.tsv" in r.output
+    assert not (tmp_path / "x").exists()
