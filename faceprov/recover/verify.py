@@ -497,7 +497,8 @@ class Verifier:
             verdict = "manipulated" if any(c.manipulated for c in checks) else "clean"
         return VerifyResult(
             verdict=verdict, manipulated_probability=prob, faces=checks, skipped=skipped,
-            models=dict(self.versions) if any(c.recovered for c in checks) else {"ism": self.versions["ism"]},
+            models=dict(self.versions) if any(c.recovered for c in checks)
+            else {k: self.versions[k] for k in ("ism", "detector") if k in self.versions},
             unavailable=self.unavailable,
             recognizer=getattr(self.recognizer, "name", None),
             registry_key=self.recognizer.registry_key if self.recognizer is not None else None,
