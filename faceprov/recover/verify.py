@@ -643,7 +643,8 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
     rows: list[list[tuple]] = []  # (image or None, label[, frame colour])
     for f in result.faces:
         row = [(im(f.crop), f"face {f.index}"),
-               (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}")]
+               (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}"
+                                           + ("" if f.ism_probability is None else f" (ISM mask, {f.ism_probability:.2f})"))]
         # the fused answer first, as in the JSON: a named person in a blue frame, else "no match"
         for side in ("source", "target"):
             a = f.answer.get(side)
