@@ -277,9 +277,11 @@ class Protector:
 
 # Recognizers whose embeddings of each cloaked person go to the registry, for the CLI and the
 # server alike (faceprov.cloak.job): sface first (verify's judge: the fused answer searches the
-# registry with it), the port of dlib (the most accurate here, fast) and faceres (another family),
-# so a later verification can search all three.
-REGISTRY_RECOGNIZERS = ("sface", "dlib", "faceres")
+# registry with it), its inner- and outer-face views (the fused answer compares a swap's inner face
+# with the source's and its outer face with the target's: faceprov/recognizers/regions.py), the port
+# of dlib (the most accurate here, fast) and faceres (another family), so a later verification can
+# search them all.
+REGISTRY_RECOGNIZERS = ("sface", "sface-inner", "sface-outer", "dlib", "faceres")
 
 
 def face_embeddings(result: ProtectResult, names=REGISTRY_RECOGNIZERS) -> list[dict]:

@@ -77,7 +77,7 @@ def verify(image: Path = typer.Argument(..., help="the suspicious image"),
     if gallery is not None:
         if not gallery.exists():
             raise typer.BadParameter(f"gallery TSV {gallery} not found")
-        gal = Gallery.from_tsv(gallery, root, v.recognizer)
+        gal = Gallery.from_tsv(gallery, root, v.recognizer, views=v.gallery_views())
     opts = VerifyOptions(recover="always" if always else "auto", k=k, evidence=evidence is not None,
                          record=not no_record)
     who = (requester or local_user()) if (db or registry) and not no_record else None

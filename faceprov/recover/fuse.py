@@ -5,10 +5,15 @@ Each recovery model gives a recovered source and target face; the swapped face i
 candidate for the source side (a swap shows the source's features). A *judge* recognizer (sface by
 default: a black box, in no recovery loss) embeds them. For each side the rule names
 
-- `inputs`: which of {swapped, dfrec, drn, drfsi} are fused (mean of their unit embeddings,
-  renormalised). Chosen by measurement on training triplets: the subset with the best gallery
-  top-1, among models that beat the no-recovery baseline on their own (a model that does not is
-  excluded for that side, and the rule says so).
+- `inputs`: which of {swapped, swapped-inner (source side), swapped-outer (target side), dfrec,
+  drn, drfsi} are fused. Each input is compared with the gallery through its own *view* of the
+  judge: the swapped face's inner region (`<judge>-inner`, faceprov/recognizers/regions.py: where
+  a swap puts the source) against the gallery's inner regions, its outer region (`<judge>-outer`:
+  the target's head and hair) against theirs, everything else whole-face. The fused similarity to
+  a person is the mean of the inputs' cosine similarities to that person (score-level fusion, so
+  inputs from different views combine). Chosen by measurement on training triplets: the subset
+  with the best gallery top-1, among inputs that beat the no-recovery baseline on their own (one
+  that does not is excluded for that side, and the rule says so).
 - `threshold`: the fused best match must reach it. Set so that at most `fmr` (1 %) of
   *non-mated* searches (the true person removed from the gallery: every name would be wrong)
   clear it, on recovered faces, not on clean LFW pairs.
@@ -34,6 +39,42 @@ import numpy as np
 RULE_PATH = Path(__file__).resolve().parent.parent / "weights" / "fusion.json"
 SIDES = ("source", "target")
 SWAPPED = "swapped"
+# region views of the swapped face: input name -> region of the judge it is seen through
+REGION_INPUTS = {"swapped-inner": "inner", "swapped-outer": "outer"}
+SIDE_REGION = {"source": "swapped-inner", "target": "swapped-outer"}
+WHOLE = ""   # the whole-face view (the judge itself)
+
+
+def view_of(name: str) -> str:
+    """The judge's view an input is compared through: "inner", "outer" or "" (whole face)."""
+    return REGION_INPUTS.get(name, WHOLE)
+
+
+def view_recognizer(judge: str, view: str) -> str:
+    """Recognizer name of a view of the judge (`sface`, `sface-inner`, `sface-outer`)."""
+    return judge if view == WHOLE else f"{judge}-{view}"
+
+
+def _galleries(g) -> dict:
+    return dict(g) if isinstance(g, Mapping) else {WHOLE: g}
+
+
+def fused_scores(vectors: Mapping[str, np.ndarray], inputs: Iterable[str], galleries) -> np.ndarray | None:
+    """Fused similarity of a search to every gallery row: the mean over the inputs that are
+    present of cos(input, the row seen through the input's view). `galleries` is a (n, d)
+    matrix of the whole-face view or {view: matrix}, rows in the same order."""
+    gs = _galleries(galleries)
+    parts = []
+    for k in inputs:
+        v = vectors.get(k)
+        if v is None:
+            continue
+        view = view_of(k)
+        if view not in gs:
+            raise KeyError(f"input {k!r} needs the gallery's {view!r} view, which it does not have")
+        v = np.asarray(v, np.float32)
+        parts.append(gs[view] @ (v / max(np.linalg.norm(v), 1e-12)))
+    return np.mean(parts, axis=0) if parts else None
 
 
 @dataclass
@@ -102,6 +143,9 @@ def decide(candidates: Sequence[Mapping], rule: SideRule | None) -> dict:
     gap = s - (second if second is not None else -1.0)
     if s < rule.threshold:
         out["decision"] = f"abstain: best match {s:.2f} is below the threshold {rule.threshold:.2f}"
+    elif best.get("complete") is False:
+        out["decision"] = ("abstain: the best registry match is outside one input's nearest hits, so its fused "
+                           "similarity is only bounded")
     elif gap < rule.margin:
         out["decision"] = (f"abstain: best match beats the runner-up by {gap:.2f}, less than the margin "
                            f"{rule.margin:.2f}")
@@ -132,10 +176,6 @@ class Search:
     vectors: dict[str, np.ndarray]
 
 
-def _scores(q: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    return gallery @ q
-
-
 def _best_two(s: np.ndarray, exclude: int | None = None) -> tuple[int, float, float]:
     s = s.copy()
     if exclude is not None:
@@ -145,15 +185,17 @@ def _best_two(s: np.ndarray, exclude: int | None = None) -> tuple[int, float, fl
     return int(o[0]), float(s[o[0]]), float(s[o[1]]) if len(o) > 1 else -1.0
 
 
-def evaluate_inputs(searches: Sequence[Search], ids: Sequence[str], gvec: np.ndarray, inputs: Sequence[str]) -> dict:
-    """Mated top-1 of one input subset + the arrays the rule needs."""
+def evaluate_inputs(searches: Sequence[Search], ids: Sequence[str], gvec, inputs: Sequence[str]) -> dict:
+    """Mated top-1 of one input subset + the arrays the rule needs. `gvec`: the gallery's
+    whole-face matrix or {view: matrix} (see `fused_scores`)."""
     index = {n: i for i, n in enumerate(ids)}
     best_m, gap_m, ok_m, best_n, gap_n = [], [], [], [], []
     for s in searches:
-        v = fuse_vectors(s.vectors, inputs)
-        if v is None or s.truth not in index:
+        if s.truth not in index:
             continue
-        sc = _scores(v, gvec)
+        sc = fused_scores(s.vectors, inputs, gvec)
+        if sc is None:
+            continue
         i, b, r = _best_two(sc)
         best_m.append(b), gap_m.append(b - r), ok_m.append(ids[i] == s.truth)
         _, b, r = _best_two(sc, exclude=index[s.truth])
@@ -163,7 +205,7 @@ def evaluate_inputs(searches: Sequence[Search], ids: Sequence[str], gvec: np.nda
             "ok_m": np.asarray(ok_m, bool), "best_n": a(best_n), "gap_n": a(gap_n)}
 
 
-def calibrate_side(searches: Sequence[Search], ids: Sequence[str], gvec: np.ndarray, candidates: Sequence[str], *,
+def calibrate_side(searches: Sequence[Search], ids: Sequence[str], gvec, candidates: Sequence[str], *,
                    fmr: float = 0.01, max_wrong: float = 0.01, baseline: str = SWAPPED) -> tuple[SideRule, dict]:
     """Choose inputs, threshold and margin for one side (see the module docstring)."""
     singles = {k: evaluate_inputs(searches, ids, gvec, [k]) for k in candidates}
@@ -220,17 +262,22 @@ def calibrate_side(searches: Sequence[Search], ids: Sequence[str], gvec: np.ndar
                     precision_curve=curve, calibration=cal), r
 
 
-def calibrate(searches: Sequence[Search], ids: Sequence[str], gvec: np.ndarray, models: Sequence[str], *,
+def calibrate(searches: Sequence[Search], ids: Sequence[str], gvec, models: Sequence[str], *,
               judge: str, fmr: float = 0.01, max_wrong: float = 0.01, data: dict | None = None) -> FusionRule:
+    """`gvec`: whole-face gallery matrix or {view: matrix}; a side's region input is a candidate
+    when the gallery has its view and the searches carry it."""
+    gs = _galleries(gvec)
     sides = {}
     for side in SIDES:
         ss = [s for s in searches if s.side == side]
-        cands = [SWAPPED, *models]
+        region = SIDE_REGION[side]
+        cands = [SWAPPED, *([region] if view_of(region) in gs and any(s.vectors.get(region) is not None
+                                                                    for s in ss) else []), *models]
         sides[side], _ = calibrate_side(ss, ids, gvec, cands, fmr=fmr, max_wrong=max_wrong)
     return FusionRule(judge=judge, fmr=fmr, max_wrong=max_wrong, sides=sides, data=dict(data or {}))
 
 
-def apply_rule(searches: Sequence[Search], ids: Sequence[str], gvec: np.ndarray, rule: FusionRule) -> dict:
+def apply_rule(searches: Sequence[Search], ids: Sequence[str], gvec, rule: FusionRule) -> dict:
     """Held-out numbers of a rule: per side top-1 of the fused search, share named right, named
     wrong (a wrong person), abstained; and on non-mated searches the share that names anyone."""
     out = {}
@@ -250,6 +297,9 @@ def apply_rule(searches: Sequence[Search], ids: Sequence[str], gvec: np.ndarray,
                      "non_mated_named": round(float(acc_n.mean()), 4)}
         base = evaluate_inputs(ss, ids, gvec, [SWAPPED])
         out[side]["top1_swapped_face"] = round(base["top1"], 4)
+        region = SIDE_REGION[side]
+        if view_of(region) in _galleries(gvec) and any(s.vectors.get(region) is not None for s in ss):
+            out[side]["top1_swapped_region"] = round(evaluate_inputs(ss, ids, gvec, [region])["top1"], 4)
     return out
 
 
@@ -261,9 +311,10 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
             limit: int | None = None, progress: Callable[[str, int, int], None] | None = None):
     """Judge embeddings of every input (swapped face, each model's recovered source and target)
     for the triplets of a `faceprov swap make` folder, through the verifier's own ISM alignment
-    and recovery. Returns (searches, clean, gallery): `clean` = the judge's embeddings of the true
-    source/target photos (the ceiling), gallery = one photo per identity of the labels TSV that is
-    in no triplet."""
+    and recovery, plus the swapped face's inner (source side) and outer (target side) region views.
+    Returns (searches, clean, gallery): `clean` = the judge's embeddings of the true source/target
+    photos (the ceiling), gallery = one photo per identity of the labels TSV that is in no triplet,
+    with its region views."""
     from ..data.landmarks import landmarks_for
     from ..faces import io as fio
     from ..swap.make import read_triplets
@@ -278,7 +329,11 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
     st = list(dict.fromkeys(p for r in rows for p in (r["source"], r["target"])))
     lm_st, miss_st = landmarks_for(root, st)
 
-    gallery = Gallery.from_tsv(labels, root, judge, exclude=st)
+    from .. import recognizers as R
+
+    regions = {name: R.get(view_recognizer(judge.name, view_of(name)), str(judge.device))
+               for name in SIDE_REGION.values()}
+    gallery = Gallery.from_tsv(labels, root, judge, exclude=st, views=list(regions.values()))
     searches, clean = [], []
     for i, r in enumerate(rows):
         if progress:
@@ -290,6 +345,8 @@ def collect(swaps: Path, verifier, judge, *, labels: Path | None = None, root: P
         fc = verifier.analyse_faces(rgb, [lm], recover="always")[0]
         vec_s = {SWAPPED: judge.embed_faces([(rgb, lm)])[0]}
         vec_t = {SWAPPED: vec_s[SWAPPED]}
+        vec_s[SIDE_REGION["source"]] = regions[SIDE_REGION["source"]].embed_faces([(rgb, lm)])[0]
+        vec_t[SIDE_REGION["target"]] = regions[SIDE_REGION["target"]].embed_faces([(rgb, lm)])[0]
         for kind, rec in fc.recovered.items():
             e = verifier.embed_recovered(np.stack([rec.source, rec.target]), kind, recognizer=judge)
             vec_s[kind], vec_t[kind] = e[0], e[1]

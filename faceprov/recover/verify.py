@@ -138,12 +138,15 @@ class Gallery:
     identities: list[str]
     vectors: np.ndarray                   # (n, d) float32, unit rows
     thumbs: dict[str, np.ndarray] = field(default_factory=dict)  # identity -> aligned crop (RGB)
+    # region views of the same photos (faceprov/recognizers/regions.py): "inner"/"outer" -> (n, d)
+    views: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_tsv(cls, labels: Path, root: Path, recognizer, *, per_identity: int = 1,
-                 exclude: Iterable[str] = (), progress=None) -> "Gallery":
+                 exclude: Iterable[str] = (), progress=None, views: Sequence[Any] = ()) -> "Gallery":
         """Gallery from a `path<TAB>identity` TSV: the first `per_identity` photos of every
-        identity that are not in `exclude` (paths relative to `root`)."""
+        identity that are not in `exclude` (paths relative to `root`). `views`: region views of
+        `recognizer` (RegionRecognizer) whose vectors are kept too, for the fused answer."""
         from ..data.landmarks import landmarks_for
         from ..evaluate import read_labels
         from ..faces.align import align
@@ -165,15 +168,39 @@ class Gallery:
         # aligning once here serves both
         crops = np.stack([align(fio.read(Path(root) / p).rgb, lms[p], recognizer.input_size,
                                 recognizer.template).crop for p in paths])
-        emb = _embed_crops(recognizer, crops)
-        ids, vecs, thumbs, i = [], [], {}, 0
+        def per_identity_means(emb: np.ndarray) -> np.ndarray:
+            out, i = [], 0
+            for ps in chosen.values():
+                v = emb[i:i + len(ps)].mean(0)
+                i += len(ps)
+                out.append(v / max(np.linalg.norm(v), 1e-12))
+            return np.stack(out).astype(np.float32)
+
+        vecs = per_identity_means(_embed_crops(recognizer, crops))
+        thumbs, i = {}, 0
         for ident, ps in chosen.items():
-            v = emb[i:i + len(ps)].mean(0)
             thumbs[ident] = crops[i]
             i += len(ps)
-            ids.append(ident)
-            vecs.append(v / max(np.linalg.norm(v), 1e-12))
-        return cls(recognizer.name, ids, np.stack(vecs).astype(np.float32), thumbs)
+        extra = {}
+        for vr in views:
+            if (vr.input_size, vr.template) != (recognizer.input_size, recognizer.template):
+                raise ValueError(f"view {vr.name} reads other crops than {recognizer.name}")
+            extra[vr.region] = per_identity_means(_embed_crops(vr, crops))
+        return cls(recognizer.name, list(chosen), vecs, thumbs, extra)
+
+    def view_matrices(self) -> dict[str, np.ndarray]:
+        """{view: (n, d)} for faceprov.recover.fuse: "" = the whole face, plus the region views."""
+        return {"": self.vectors, **self.views}
+
+    def search_fused(self, vectors: Mapping[str, np.ndarray], inputs: Sequence[str], k: int = 2) -> list[tuple[str, float]]:
+        """Best `k` people by the fused similarity of the inputs (faceprov.recover.fuse.fused_scores)."""
+        from .fuse import fused_scores
+
+        s = fused_scores(vectors, inputs, self.view_matrices())
+        if s is None:
+            return []
+        order = np.argsort(-s)[:k]
+        return [(self.identities[i], float(s[i])) for i in order]
 
     def search(self, vec: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         s = self.vectors @ np.asarray(vec, np.float32)
@@ -225,7 +252,8 @@ class FaceCheck:
     recovered: dict[str, Recovered] = field(default_factory=dict)
     landmarks: np.ndarray | None = None   # detected 5 points in the photo
     swapped_embedding: np.ndarray | None = None   # the match recognizer's embedding of the face as it is
-    # fused answer: side -> {"vector", "candidates": [...], "evidence": [...]} and side -> decide()'s dict
+    # fused answer: side -> {"vectors": {input: vec}, "keys": {input: registry key}, "candidates": [...],
+    # "evidence": [...]} and side -> decide()'s dict
     fused: dict[str, dict] = field(default_factory=dict)
     answer: dict[str, dict] = field(default_factory=dict)
     ism_probability: float | None = None   # the ISM's own score when a feature detector decides
@@ -507,6 +535,20 @@ class Verifier:
             width=photo.size[0], height=photo.size[1], timings=t, photo=photo, fusion=self.fusion)
 
 
+    def view_recognizers(self) -> dict[str, Any]:
+        """{input name: recognizer} of the region inputs the fusion rule uses (the judge's inner /
+        outer views, faceprov/recognizers/regions.py); a gallery for `check` needs these views."""
+        from .. import recognizers as R
+        from . import fuse
+
+        rule = _rule_for(self.fusion, getattr(self.recognizer, "name", None))
+        used = {k for sr in (rule.sides.values() if rule else []) for k in sr.inputs if k in fuse.REGION_INPUTS}
+        return {k: R.get(fuse.view_recognizer(rule.judge, fuse.view_of(k)), str(self.device)) for k in sorted(used)}
+
+    def gallery_views(self) -> list:
+        """The region recognizers to pass to `Gallery.from_tsv(views=...)`."""
+        return list(self.view_recognizers().values())
+
     def _fuse(self, rgb: np.ndarray, c: FaceCheck, gallery: Gallery | None) -> None:
         """The fused search of each side (gallery part; `match_registry` adds the registry's)."""
         from . import fuse
@@ -517,23 +559,34 @@ class Verifier:
         vecs = {"source": {fuse.SWAPPED: c.swapped_embedding}, "target": {fuse.SWAPPED: c.swapped_embedding}}
         for kind, r in c.recovered.items():
             vecs["source"][kind], vecs["target"][kind] = r.source_embedding, r.target_embedding
+        keys = {k: rec.registry_key for side in vecs.values() for k in side}
+        if c.landmarks is not None:
+            for name, vr in self.view_recognizers().items():
+                side = next(sd for sd, k in fuse.SIDE_REGION.items() if k == name)
+                vecs[side][name] = vr.embed_faces([(rgb, c.landmarks)])[0]
+                keys[name] = vr.registry_key
         rule = _rule_for(self.fusion, rec.name)
+        has_gallery = gallery is not None and len(gallery) > 0
         for side in fuse.SIDES:
             sr = rule.sides.get(side) if rule else None
-            inputs = sr.inputs if sr else []
-            v = fuse.fuse_vectors(vecs[side], inputs) if sr else None
+            inputs = [k for k in (sr.inputs if sr else []) if vecs[side].get(k) is not None]
             evidence = []
             for name, vec in vecs[side].items():
                 if vec is None:
                     continue
-                e = {"input": name, "fused": name in inputs}
-                if gallery is not None and len(gallery):
-                    ident, sim = gallery.search(vec, 1)[0]
+                e = {"input": name, "fused": name in inputs, "view": fuse.view_of(name) or "whole"}
+                if has_gallery and (fuse.view_of(name) == fuse.WHOLE or fuse.view_of(name) in gallery.views):
+                    ident, sim = gallery.search_fused({name: vec}, [name], 1)[0]
                     e.update(name=ident, similarity=round(sim, 4))
                 evidence.append(e)
-            cands = ([{"name": n, "similarity": s, "source": "gallery"} for n, s in gallery.search(v, 2)]
-                     if (v is not None and gallery is not None and len(gallery)) else [])
-            c.fused[side] = {"vector": v, "candidates": cands, "evidence": evidence}
+            missing = [k for k in inputs if fuse.view_of(k) not in (fuse.WHOLE, *((gallery.views) if has_gallery else ()))]
+            if has_gallery and missing:
+                raise ValueError(f"the gallery lacks the {', '.join(fuse.view_of(k) for k in missing)} view the fusion "
+                                 "rule needs: build it with Gallery.from_tsv(..., views=verifier.gallery_views())")
+            cands = ([{"name": n, "similarity": s, "source": "gallery"} for n, s in
+                      gallery.search_fused(vecs[side], inputs, 2)] if (inputs and has_gallery) else [])
+            c.fused[side] = {"vectors": {k: vecs[side][k] for k in inputs}, "keys": {k: keys[k] for k in inputs},
+                             "candidates": cands, "evidence": evidence}
             _decide(c, side, self.fusion, rec.name)
 
 def _rule_for(fusion, judge: str):
@@ -608,17 +661,37 @@ async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: floa
                          for h in hits]
                 lst = getattr(r, f"{side}_matches")
                 lst[:] = sorted(lst + found, key=lambda d: -d["similarity"])[: max(k, len(found))]
-        # the fused answer searches the registry too: its best two hits join the gallery's
+        # the fused answer searches the registry too: its best hits join the gallery's
         for side, d in f.fused.items():
-            if d.get("vector") is None:
+            if not d.get("vectors"):
                 continue
-            hits = await repo.search(key, d["vector"], k=2)
-            n += 1
+            n += len(d["vectors"])
             d["candidates"] = [c for c in d["candidates"] if c.get("source") != "registry"] + [
-                {"identity_id": h.identity_id, "similarity": float(h.score), "source": "registry",
-                 **({"name": labels[h.identity_id]} if labels and h.identity_id in labels else {})} for h in hits]
+                {**c, **({"name": labels[c["identity_id"]]} if labels and c["identity_id"] in labels else {})}
+                for c in await _registry_fused(repo, d["vectors"], d["keys"])]
             _decide(f, side, result.fusion, result.recognizer)
     return n
+
+
+async def _registry_fused(repo, vectors: Mapping[str, np.ndarray], keys: Mapping[str, str], k: int = 10) -> list[dict]:
+    """Registry candidates by the fused similarity (mean over the inputs of each input's cosine,
+    under its view's registry key). The registry answers top-k per input, so a person outside one
+    input's top-k has an unknown score there: it is bounded above by that input's k-th score and
+    the candidate is marked `complete: False`, which `fuse.decide` never names (it may still be
+    the runner-up, with the bound, which only makes naming someone else harder)."""
+    per_input, bound = {}, {}
+    for name, vec in vectors.items():
+        hits = await repo.search(keys[name], vec, k=k)
+        per_input[name] = {h.identity_id: float(h.score) for h in hits}
+        full = len(hits) >= k   # fewer than k hits: the registry holds no one else under this key
+        bound[name] = min(per_input[name].values()) if (hits and full) else -1.0
+    ids = {i for d in per_input.values() for i in d}
+    out = []
+    for i in ids:
+        sc = [per_input[n].get(i, bound[n]) for n in vectors]
+        out.append({"identity_id": i, "similarity": float(np.mean(sc)), "source": "registry",
+                    "complete": all(i in per_input[n] for n in vectors)})
+    return sorted(out, key=lambda c: -c["similarity"])[:2]
 
 
 # --------------------------------------------------------------------------------------------

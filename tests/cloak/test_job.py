@@ -60,7 +60,7 @@ def test_cli_cloak_signs_records_and_enrols(tmp_path, creds, sample_path):
     assert rec["strength"] == "mid" and rec["context_pdq"]
     # every cloaked face is in the registry under each registry recognizer
     n = len(doc["faces"])
-    assert n == 3 and _embeddings_by_recognizer(db, doc["record_id"]) == {"sface": n, "dlib": n, "faceres": n}
+    assert n == 3 and _embeddings_by_recognizer(db, doc["record_id"]) == {"sface": n, "sface-inner": n, "sface-outer": n, "dlib": n, "faceres": n}
     assert "protected" not in doc["protection"].replace("not measured", "")  # nothing measured, nothing claimed
 
 

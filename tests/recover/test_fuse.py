@@ -117,3 +117,110 @@ def test_verifier_puts_one_answer_per_side_first(detector, lfw_root, threshold, 
     res = v.check((lfw_root / "images/Aaron_Eckhart/Aaron_Eckhart_0001.jpg").read_bytes(), gallery=gal)
     a = res.to_json()["faces"][0]["source"]
     assert a["identity"] is None and "calibrated for sface, not dlib" in a["decision"]
+
+
+def test_fused_scores_are_the_mean_cosine_over_views():
+    rng = np.random.default_rng(3)
+    g_whole, g_inner = unit(rng.normal(size=(5, 8))), unit(rng.normal(size=(5, 8)))
+    a, b = rng.normal(size=8), rng.normal(size=8)
+    s = fuse.fused_scores({fuse.SWAPPED: a, "swapped-inner": b}, [fuse.SWAPPED, "swapped-inner"],
+                          {"": g_whole, "inner": g_inner})
+    assert np.allclose(s, (g_whole @ unit(a) + g_inner @ unit(b)) / 2, atol=1e-6)
+    with pytest.raises(KeyError, match="'inner' view"):
+        fuse.fused_scores({"swapped-inner": b}, ["swapped-inner"], g_whole)
+
+
+def test_calibration_uses_a_region_view_when_it_identifies_better():
+    """The region input (its own gallery view) carries the person, the whole swapped face only
+    weakly: the rule fuses the region input for the source side and says it beat the baseline."""
+    rng = np.random.default_rng(4)
+    n_ids = 60
+    g_whole, g_inner, g_outer = (unit(rng.normal(size=(n_ids, 64))).astype(np.float32) for _ in range(3))
+    ids = [f"p{i}" for i in range(n_ids)]
+    searches = []
+    for _ in range(300):
+        t = int(rng.integers(n_ids))
+        swapped = unit(g_whole[t] + 2.5 * unit(rng.normal(size=64)))
+        searches.append(fuse.Search("source", ids[t], {fuse.SWAPPED: swapped,
+                                                       "swapped-inner": unit(g_inner[t] + 0.9 * unit(rng.normal(size=64)))}))
+        searches.append(fuse.Search("target", ids[t], {fuse.SWAPPED: swapped,
+                                                       "swapped-outer": unit(rng.normal(size=64))}))
+    rule = fuse.calibrate(searches, ids, {"": g_whole, "inner": g_inner, "outer": g_outer}, [], judge="toy")
+    src, tgt = rule.sides["source"], rule.sides["target"]
+    assert "swapped-inner" in src.inputs and src.calibration["single_top1"]["swapped-inner"] > 0.8
+    assert tgt.inputs == [fuse.SWAPPED] and "does not beat" in tgt.excluded["swapped-outer"]
+    r = fuse.apply_rule(searches, ids, {"": g_whole, "inner": g_inner, "outer": g_outer}, rule)
+    assert r["source"]["top1_swapped_region"] > r["source"]["top1_swapped_face"]
+    # without the views in the gallery, the region inputs are not candidates at all
+    rule2 = fuse.calibrate(searches, ids, g_whole, [], judge="toy")
+    assert rule2.sides["source"].inputs == [fuse.SWAPPED]
+
+
+def test_an_incomplete_registry_candidate_is_never_named():
+    sr = fuse.SideRule(inputs=[fuse.SWAPPED, "swapped-inner"], threshold=0.3, margin=0.0)
+    d = fuse.decide([{"identity_id": "x", "similarity": 0.9, "complete": False},
+                     {"identity_id": "y", "similarity": 0.4, "complete": True}], sr)
+    assert d["identity"] is None and "only bounded" in d["decision"]
+    d = fuse.decide([{"identity_id": "x", "similarity": 0.9, "complete": True}], sr)
+    assert d["identity"] == "x"
+
+
+def test_registry_fused_search_bounds_missing_scores(tmp_path):
+    """Real SQLite registry: a person enrolled under one view's key only is scored with the
+    bound for the other and marked incomplete; one enrolled under both is complete and first."""
+    import asyncio
+
+    from faceprov.recover.verify import _registry_fused
+    from faceprov.store.repo import open_repo
+
+    rng = np.random.default_rng(5)
+    a, b = unit(rng.normal(size=128)), unit(rng.normal(size=128))
+
+    async def go():
+        repo = await open_repo(f"sqlite:///{tmp_path / 'r.db'}", upgrade=True)
+        try:
+            await repo.get_or_create_account("alice", "user")
+            both = await repo.enrol("alice", "both", embeddings={"sface@v": a, "sface-inner@v": b})
+            one = await repo.enrol("alice", "one", embeddings={"sface@v": a})
+            out = await _registry_fused(repo, {fuse.SWAPPED: a, "swapped-inner": b},
+                                        {fuse.SWAPPED: "sface@v", "swapped-inner": "sface-inner@v"})
+            return both, one, out
+        finally:
+            await repo.db.close()
+
+    both, one, out = asyncio.run(go())
+    idof = lambda x: x["id"] if isinstance(x, dict) else x  # noqa: E731
+    assert out[0]["identity_id"] == idof(both) and out[0]["complete"] and out[0]["similarity"] > 0.999
+    assert out[1]["identity_id"] == idof(one) and out[1]["complete"] is False
+    assert out[1]["similarity"] < 0.01 + 0.5   # (1 + the -1 bound) / 2: never above the complete one
+
+
+def test_verifier_answers_through_region_views(detector, lfw_root, tmp_path):
+    """A rule fusing the judge's region views: the gallery is built with the views the verifier
+    asks for, both sides are answered, and a gallery without them is refused with a clear error."""
+    from faceprov import recognizers
+    from faceprov.data import lfw
+    from faceprov.recover.verify import Gallery, Verifier
+
+    from .test_verify import tiny_drn, tiny_ism
+
+    sface = recognizers.get("sface")
+    rule = fuse.FusionRule(judge="sface", fmr=0.01, max_wrong=0.01, sides={
+        "source": fuse.SideRule(inputs=[fuse.SWAPPED, "swapped-inner"], threshold=-1.0, margin=0.0),
+        "target": fuse.SideRule(inputs=["swapped-outer"], threshold=-1.0, margin=0.0)})
+    v = Verifier(tiny_ism(), {"drn": tiny_drn()}, recognizer=sface, detector=detector, device="cpu",
+                 fake_threshold=0.0, fusion=rule)
+    assert [r.name for r in v.gallery_views()] == ["sface-inner", "sface-outer"]
+    tsv = tmp_path / "g.tsv"
+    lfw.write_tsv("test", tsv, min_images=2, max_identities=4)
+    gal = Gallery.from_tsv(tsv, lfw_root, sface, views=v.gallery_views())
+    assert set(gal.views) == {"inner", "outer"} and gal.views["inner"].shape == gal.vectors.shape
+    data = (lfw_root / "images/Aaron_Eckhart/Aaron_Eckhart_0001.jpg").read_bytes()
+    face = json.loads(json.dumps(v.check(data, gallery=gal).to_json()))["faces"][0]
+    assert face["source"]["fused_inputs"] == [fuse.SWAPPED, "swapped-inner"]
+    assert face["source"]["identity"] in gal.identities and face["target"]["identity"] in gal.identities
+    views = {e["input"]: e["view"] for e in face["source"]["evidence"]}
+    assert views[fuse.SWAPPED] == "whole" and views["swapped-inner"] == "inner"
+    plain = Gallery.from_tsv(tsv, lfw_root, sface)
+    with pytest.raises(ValueError, match="gallery lacks the inner view"):
+        v.check(data, gallery=plain)
