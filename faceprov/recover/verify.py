@@ -560,11 +560,19 @@ class Verifier:
         for kind, r in c.recovered.items():
             vecs["source"][kind], vecs["target"][kind] = r.source_embedding, r.target_embedding
         keys = {k: rec.registry_key for side in vecs.values() for k in side}
+        view_crops = {}
         if c.landmarks is not None:
+            from ..faces.align import align
+            from ..recognizers.regions import GREY, region_mask
+
             for name, vr in self.view_recognizers().items():
                 side = next(sd for sd, k in fuse.SIDE_REGION.items() if k == name)
                 vecs[side][name] = vr.embed_faces([(rgb, c.landmarks)])[0]
                 keys[name] = vr.registry_key
+                # what the view sees, for the evidence picture
+                crop = align(rgb, c.landmarks, vr.input_size, vr.template).crop.astype(np.float32)
+                m = region_mask(vr.input_size, vr.region)[..., None]
+                view_crops[side] = (crop * m + 255 * GREY * (1 - m)).round().astype(np.uint8)
         rule = _rule_for(self.fusion, rec.name)
         has_gallery = gallery is not None and len(gallery) > 0
         for side in fuse.SIDES:
@@ -586,7 +594,8 @@ class Verifier:
             cands = ([{"name": n, "similarity": s, "source": "gallery"} for n, s in
                       gallery.search_fused(vecs[side], inputs, 2)] if (inputs and has_gallery) else [])
             c.fused[side] = {"vectors": {k: vecs[side][k] for k in inputs}, "keys": {k: keys[k] for k in inputs},
-                             "candidates": cands, "evidence": evidence}
+                             "candidates": cands, "evidence": evidence,
+                             "view_crop": view_crops.get(side) if fuse.SIDE_REGION[side] in inputs else None}
             _decide(c, side, self.fusion, rec.name)
 
 def _rule_for(fusion, judge: str):
@@ -699,7 +708,8 @@ async def _registry_fused(repo, vectors: Mapping[str, np.ndarray], keys: Mapping
 
 
 def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int = 160) -> bytes:
-    """One row per checked face: input | ISM mask over the input | per model: recovered source,
+    """One row per checked face: input | ISM mask over the input | per side of the fused answer: the
+    region compared (when the rule uses a region view) and the named person | per model: recovered source,
     recovered target, their best matches (gallery thumbnails when a gallery is given; a green
     frame marks a match above the recognizer's threshold, grey one below it)."""
     from PIL import Image, ImageDraw
@@ -718,11 +728,15 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
         row = [(im(f.crop), f"face {f.index}"),
                (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}"
                                            + ("" if f.ism_probability is None else f" (ISM mask, {f.ism_probability:.2f})"))]
-        # the fused answer first, as in the JSON: a named person in a blue frame, else "no match"
+        # the fused answer first, as in the JSON: a named person in a blue frame, else "no match";
+        # before it, the region of the face that side was compared through (inner / outer view)
         for side in ("source", "target"):
             a = f.answer.get(side)
             if not a:
                 continue
+            vc = (f.fused.get(side) or {}).get("view_crop")
+            if vc is not None:
+                row.append((im(vc), f"{side}: {'inner' if side == 'source' else 'outer'} face compared"))
             who = a.get("identity")
             thumb = gallery.thumbs.get(who) if (who and gallery is not None) else None
             row.append((im(thumb) if thumb is not None else None,

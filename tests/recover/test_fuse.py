@@ -216,7 +216,13 @@ def test_verifier_answers_through_region_views(detector, lfw_root, tmp_path):
     gal = Gallery.from_tsv(tsv, lfw_root, sface, views=v.gallery_views())
     assert set(gal.views) == {"inner", "outer"} and gal.views["inner"].shape == gal.vectors.shape
     data = (lfw_root / "images/Aaron_Eckhart/Aaron_Eckhart_0001.jpg").read_bytes()
-    face = json.loads(json.dumps(v.check(data, gallery=gal).to_json()))["faces"][0]
+    res = v.check(data, gallery=gal)
+    vc = res.faces[0].fused["source"]["view_crop"]          # what the inner view saw, for the picture
+    assert vc.shape == (112, 112, 3) and np.all(np.abs(vc[:4, :4].astype(int) - 128) <= 1)
+    assert np.abs(vc[60:80, 46:66].astype(int) - 128).mean() > 10
+    from faceprov.recover.verify import evidence_png
+    assert evidence_png(res, gal, tile=64)[:4] == b"\x89PNG"
+    face = json.loads(json.dumps(res.to_json()))["faces"][0]
     assert face["source"]["fused_inputs"] == [fuse.SWAPPED, "swapped-inner"]
     assert face["source"]["identity"] in gal.identities and face["target"]["identity"] in gal.identities
     views = {e["input"]: e["view"] for e in face["source"]["evidence"]}
