@@ -113,15 +113,6 @@ class FusionRule:
         return cls.from_json(json.loads(p.read_text())) if p.exists() else None
 
 
-def fuse_vectors(vectors: Mapping[str, np.ndarray], inputs: Iterable[str]) -> np.ndarray | None:
-    """Mean of the unit embeddings of the inputs that are present, renormalised."""
-    vs = [np.asarray(vectors[k], np.float32) for k in inputs if vectors.get(k) is not None]
-    if not vs:
-        return None
-    v = np.mean([x / max(np.linalg.norm(x), 1e-12) for x in vs], axis=0)
-    return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
-
-
 def decide(candidates: Sequence[Mapping], rule: SideRule | None) -> dict:
     """Apply a side's rule to the fused search's candidates ([{name, similarity, ...}], any
     order; gallery and registry hits together). Returns the side's answer dict."""

@@ -567,14 +567,15 @@ class Verifier:
 
             for name, vr in self.view_recognizers().items():
                 side = next(sd for sd, k in fuse.SIDE_REGION.items() if k == name)
-                vecs[side][name] = vr.embed_faces([(rgb, c.landmarks)])[0]
+                # aligned once: embedded through the view, and what the view sees kept for the picture
+                crop = align(rgb, c.landmarks, vr.input_size, vr.template).crop
+                vecs[side][name] = _embed_crops(vr, crop[None])[0]
                 keys[name] = vr.registry_key
-                # what the view sees, for the evidence picture
-                crop = align(rgb, c.landmarks, vr.input_size, vr.template).crop.astype(np.float32)
                 m = region_mask(vr.input_size, vr.region)[..., None]
-                view_crops[side] = (crop * m + 255 * GREY * (1 - m)).round().astype(np.uint8)
+                view_crops[side] = (crop.astype(np.float32) * m + 255 * GREY * (1 - m)).round().astype(np.uint8)
         rule = _rule_for(self.fusion, rec.name)
         has_gallery = gallery is not None and len(gallery) > 0
+        gallery_views = {fuse.WHOLE, *gallery.views} if has_gallery else set()
         for side in fuse.SIDES:
             sr = rule.sides.get(side) if rule else None
             inputs = [k for k in (sr.inputs if sr else []) if vecs[side].get(k) is not None]
@@ -583,11 +584,11 @@ class Verifier:
                 if vec is None:
                     continue
                 e = {"input": name, "fused": name in inputs, "view": fuse.view_of(name) or "whole"}
-                if has_gallery and (fuse.view_of(name) == fuse.WHOLE or fuse.view_of(name) in gallery.views):
+                if fuse.view_of(name) in gallery_views:
                     ident, sim = gallery.search_fused({name: vec}, [name], 1)[0]
                     e.update(name=ident, similarity=round(sim, 4))
                 evidence.append(e)
-            missing = [k for k in inputs if fuse.view_of(k) not in (fuse.WHOLE, *((gallery.views) if has_gallery else ()))]
+            missing = [k for k in inputs if fuse.view_of(k) not in gallery_views]
             if has_gallery and missing:
                 raise ValueError(f"the gallery lacks the {', '.join(fuse.view_of(k) for k in missing)} view the fusion "
                                  "rule needs: build it with Gallery.from_tsv(..., views=verifier.gallery_views())")

@@ -72,13 +72,6 @@ def test_decide_needs_threshold_and_margin():
     assert fuse.decide([{"name": "a", "similarity": 0.9}], None)["decision"].startswith("abstain")
 
 
-def test_fuse_vectors_skips_missing_inputs():
-    a, b = np.array([1.0, 0, 0]), np.array([0, 2.0, 0])
-    v = fuse.fuse_vectors({"a": a, "b": b, "c": None}, ["a", "b", "c"])
-    assert np.allclose(v, unit(np.array([1.0, 1.0, 0])))
-    assert fuse.fuse_vectors({"a": None}, ["a"]) is None
-
-
 @pytest.mark.parametrize("threshold,named", [(-1.0, True), (2.0, False)])
 def test_verifier_puts_one_answer_per_side_first(detector, lfw_root, threshold, named):
     from faceprov import recognizers
