@@ -64,3 +64,25 @@ def test_refuses_another_template():
         name, template, input_size = "x", "facenet", 160
     with pytest.raises(ValueError, match="ArcFace template"):
         RegionRecognizer(Loose(), "inner")
+
+
+def test_views_average_nested_ellipses_and_mirror_images(rng):
+    """The inner view is the mean unit embedding over its nested ellipses and their mirror images
+    (test-time averaging, chosen on training swaps): recompute it by hand from the base network."""
+    from faceprov.recognizers.regions import GREY, region_masks
+
+    inner, whole = R.get("sface-inner"), R.get("sface")
+    ms = region_masks(112, "inner")
+    assert len(ms) == 3 and all(a.sum() < b.sum() for a, b in zip(ms, ms[1:]))    # nested, growing
+    x = torch.from_numpy(rng.random((2, 3, 112, 112), dtype=np.float32))
+    copies = [x * torch.from_numpy(m) + GREY * (1 - torch.from_numpy(m)) for m in ms]
+    copies += [c.flip(-1) for c in copies]
+    by_hand = torch.nn.functional.normalize(torch.stack([whole.embed(c) for c in copies]).mean(0), dim=1)
+    assert torch.allclose(inner.embed(x), by_hand, atol=1e-5)
+    # mirror-averaged: a face and its mirror image give (almost) the same view embedding, while the
+    # whole-face network alone tells them apart more
+    mirrored = x.flip(-1)
+    c_view = float((inner.embed(x) * inner.embed(mirrored)).sum(1).min())
+    c_whole = float((whole.embed(x) * whole.embed(mirrored)).sum(1).max())
+    assert c_view > 0.97 and c_view > c_whole
+    assert "mirror-averaged" in inner.version and "24x32+28x38+32x44" in inner.version
