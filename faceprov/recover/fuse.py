@@ -14,6 +14,13 @@ default: a black box, in no recovery loss) embeds them. For each side the rule n
   inputs from different views combine). Chosen by measurement on training triplets: the subset
   with the best gallery top-1, among inputs that beat the no-recovery baseline on their own (one
   that does not is excluded for that side, and the rule says so).
+- `normalize`: "" (the fused cosine as it is) or "hub": each gallery person's score minus that
+  person's mean similarity to the rest of the gallery (through the same views). Some people look
+  like many others to the judge ("hubs") and collect wrong top-1s from soft or mixed faces; the
+  offset removes that. Chosen like the inputs, by training top-1. A gallery too small to estimate
+  it (< HUB_MIN_ROWS people) and registry records (no population to compare with at search time)
+  get `hub_bound` instead: the largest offset of any calibration gallery person, so their scores
+  are never more lenient than a gallery person's.
 - `threshold`: the fused best match must reach it. Set so that at most `fmr` (1 %) of
   *non-mated* searches (the true person removed from the gallery: every name would be wrong)
   clear it, on recovered faces, not on clean LFW pairs.
@@ -43,6 +50,9 @@ SWAPPED = "swapped"
 REGION_INPUTS = {"swapped-inner": "inner", "swapped-outer": "outer"}
 SIDE_REGION = {"source": "swapped-inner", "target": "swapped-outer"}
 WHOLE = ""   # the whole-face view (the judge itself)
+HUB = "hub"
+NORMALIZATIONS = ("", HUB)
+HUB_MIN_ROWS = 50   # fewer gallery people: the mean similarity to the others is too noisy to use
 
 
 def view_of(name: str) -> str:
@@ -59,12 +69,41 @@ def _galleries(g) -> dict:
     return dict(g) if isinstance(g, Mapping) else {WHOLE: g}
 
 
-def fused_scores(vectors: Mapping[str, np.ndarray], inputs: Iterable[str], galleries) -> np.ndarray | None:
+_HUBS: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+
+def hub_offsets(m: np.ndarray) -> np.ndarray | None:
+    """(n,) mean cosine of each gallery row to every other row, or None for fewer than
+    HUB_MIN_ROWS rows. Cached per matrix object (a gallery is searched many times)."""
+    hit = _HUBS.get(id(m))
+    if hit is not None and hit[0] is m:
+        return hit[1]
+    m32 = np.asarray(m, np.float32)
+    n = len(m32)
+    out = None
+    if n >= HUB_MIN_ROWS:
+        tot = np.zeros(n, np.float64)
+        for i in range(0, n, 2048):   # blocks: a 100k-person gallery never builds an n x n matrix
+            tot[i:i + 2048] = (m32[i:i + 2048] @ m32.T).sum(1)
+        diag = np.einsum("ij,ij->i", m32, m32)
+        out = ((tot - diag) / (n - 1)).astype(np.float32)
+    if len(_HUBS) > 16:
+        _HUBS.clear()
+    _HUBS[id(m)] = (m, out)
+    return out
+
+
+def fused_scores(vectors: Mapping[str, np.ndarray], inputs: Iterable[str], galleries, normalize: str = "",
+                 hub_bound: float | None = None) -> np.ndarray | None:
     """Fused similarity of a search to every gallery row: the mean over the inputs that are
-    present of cos(input, the row seen through the input's view). `galleries` is a (n, d)
-    matrix of the whole-face view or {view: matrix}, rows in the same order."""
+    present of cos(input, the row seen through the input's view), with normalize="hub" minus the
+    mean over the same views of the row's hub offset (`hub_offsets`; `hub_bound` for every row
+    when the gallery is too small). `galleries` is a (n, d) matrix of the whole-face view or
+    {view: matrix}, rows in the same order."""
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
     gs = _galleries(galleries)
-    parts = []
+    parts, hubs = [], []
     for k in inputs:
         v = vectors.get(k)
         if v is None:
@@ -74,7 +113,25 @@ def fused_scores(vectors: Mapping[str, np.ndarray], inputs: Iterable[str], galle
             raise KeyError(f"input {k!r} needs the gallery's {view!r} view, which it does not have")
         v = np.asarray(v, np.float32)
         parts.append(gs[view] @ (v / max(np.linalg.norm(v), 1e-12)))
-    return np.mean(parts, axis=0) if parts else None
+        if normalize == HUB:
+            hubs.append(hub_offsets(gs[view]))
+    if not parts:
+        return None
+    s = np.mean(parts, axis=0)
+    if normalize == HUB:
+        if any(h is None for h in hubs):
+            if hub_bound is None:
+                raise ValueError(f"a gallery of {len(s)} people is too small for hub offsets and no hub_bound was given")
+            return s - hub_bound
+        s = s - np.mean(hubs, axis=0)
+    return s
+
+
+def hub_bound(gvec, inputs: Sequence[str]) -> float | None:
+    """The largest fused hub offset of any row of a gallery, for these inputs' views."""
+    gs = _galleries(gvec)
+    hubs = [hub_offsets(gs[view_of(k)]) for k in inputs]
+    return None if any(h is None for h in hubs) else round(float(np.max(np.mean(hubs, axis=0))), 6)
 
 
 @dataclass
@@ -85,6 +142,8 @@ class SideRule:
     excluded: dict[str, str] = field(default_factory=dict)   # model -> why it is not used
     precision_curve: list[list[float]] = field(default_factory=list)  # [[similarity, precision], ...] ascending
     calibration: dict = field(default_factory=dict)            # rates measured on the training searches
+    normalize: str = ""                                        # "" or "hub" (see the module docstring)
+    hub_bound: float | None = None                             # with "hub": offset of unknown rows
 
 
 @dataclass
@@ -176,7 +235,8 @@ def _best_two(s: np.ndarray, exclude: int | None = None) -> tuple[int, float, fl
     return int(o[0]), float(s[o[0]]), float(s[o[1]]) if len(o) > 1 else -1.0
 
 
-def evaluate_inputs(searches: Sequence[Search], ids: Sequence[str], gvec, inputs: Sequence[str]) -> dict:
+def evaluate_inputs(searches: Sequence[Search], ids: Sequence[str], gvec, inputs: Sequence[str],
+                    normalize: str = "", hub_bound: float | None = None) -> dict:
     """Mated top-1 of one input subset + the arrays the rule needs. `gvec`: the gallery's
     whole-face matrix or {view: matrix} (see `fused_scores`)."""
     index = {n: i for i, n in enumerate(ids)}
@@ -184,7 +244,7 @@ def evaluate_inputs(searches: Sequence[Search], ids: Sequence[str], gvec, inputs
     for s in searches:
         if s.truth not in index:
             continue
-        sc = fused_scores(s.vectors, inputs, gvec)
+        sc = fused_scores(s.vectors, inputs, gvec, normalize, hub_bound)
         if sc is None:
             continue
         i, b, r = _best_two(sc)
@@ -211,14 +271,17 @@ def calibrate_side(searches: Sequence[Search], ids: Sequence[str], gvec, candida
         else:
             usable.append(k)
     subsets = {}
-    for n in range(1, len(usable) + 1):
-        for sub in itertools.combinations(usable, n):
-            subsets[sub] = evaluate_inputs(searches, ids, gvec, list(sub))
+    for norm in NORMALIZATIONS:
+        if norm == HUB and any(hub_offsets(m) is None for m in _galleries(gvec).values()):
+            continue   # calibration gallery too small to measure the offsets on
+        for n in range(1, len(usable) + 1):
+            for sub in itertools.combinations(usable, n):
+                subsets[(norm, sub)] = evaluate_inputs(searches, ids, gvec, list(sub), norm)
     if not subsets:
         raise ValueError("no usable input for this side")
-    # best top-1; ties -> fewer inputs (cheaper, and no input without a measured benefit)
-    choice = max(subsets, key=lambda k: (round(subsets[k]["top1"], 6), -len(k)))
-    r = subsets[choice]
+    # best top-1; ties -> no normalisation, fewer inputs (cheaper, and nothing without a measured benefit)
+    norm, choice = max(subsets, key=lambda k: (round(subsets[k]["top1"], 6), k[0] == "", -len(k[1])))
+    r = subsets[(norm, choice)]
     thr = float(np.quantile(r["best_n"], 1 - fmr, method="higher")) + 1e-6 if len(r["best_n"]) else 1.0
     total = len(r["ok_m"]) + len(r["best_n"])
     margin, acc = None, None
@@ -248,9 +311,11 @@ def calibrate_side(searches: Sequence[Search], ids: Sequence[str], gvec, candida
            "named_non_mated": round(float(acc_n.mean()), 4) if len(acc_n) else 0.0,
            "abstained_mated": round(float((~acc_m).mean()), 4) if len(acc_m) else 0.0,
            "single_top1": {k: round(v["top1"], 4) for k, v in singles.items()},
-           "subset_top1": {"+".join(k): round(v["top1"], 4) for k, v in subsets.items()}}
+           "subset_top1": {("hub: " if nm else "") + "+".join(k): round(v["top1"], 4)
+                           for (nm, k), v in subsets.items()}}
     return SideRule(inputs=list(choice), threshold=round(thr, 6), margin=margin, excluded=excluded,
-                    precision_curve=curve, calibration=cal), r
+                    precision_curve=curve, calibration=cal, normalize=norm,
+                    hub_bound=hub_bound(gvec, choice) if norm == HUB else None), r
 
 
 def calibrate(searches: Sequence[Search], ids: Sequence[str], gvec, models: Sequence[str], *,
@@ -275,7 +340,7 @@ def apply_rule(searches: Sequence[Search], ids: Sequence[str], gvec, rule: Fusio
     for side in SIDES:
         ss = [s for s in searches if s.side == side]
         sr = rule.sides[side]
-        r = evaluate_inputs(ss, ids, gvec, sr.inputs)
+        r = evaluate_inputs(ss, ids, gvec, sr.inputs, sr.normalize, sr.hub_bound)
         if r["n"] == 0:
             out[side] = {"n": 0}
             continue

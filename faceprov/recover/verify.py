@@ -192,11 +192,12 @@ class Gallery:
         """{view: (n, d)} for faceprov.recover.fuse: "" = the whole face, plus the region views."""
         return {"": self.vectors, **self.views}
 
-    def search_fused(self, vectors: Mapping[str, np.ndarray], inputs: Sequence[str], k: int = 2) -> list[tuple[str, float]]:
+    def search_fused(self, vectors: Mapping[str, np.ndarray], inputs: Sequence[str], k: int = 2,
+                     normalize: str = "", hub_bound: float | None = None) -> list[tuple[str, float]]:
         """Best `k` people by the fused similarity of the inputs (faceprov.recover.fuse.fused_scores)."""
         from .fuse import fused_scores
 
-        s = fused_scores(vectors, inputs, self.view_matrices())
+        s = fused_scores(vectors, inputs, self.view_matrices(), normalize, hub_bound)
         if s is None:
             return []
         order = np.argsort(-s)[:k]
@@ -593,7 +594,8 @@ class Verifier:
                 raise ValueError(f"the gallery lacks the {', '.join(fuse.view_of(k) for k in missing)} view the fusion "
                                  "rule needs: build it with Gallery.from_tsv(..., views=verifier.gallery_views())")
             cands = ([{"name": n, "similarity": s, "source": "gallery"} for n, s in
-                      gallery.search_fused(vecs[side], inputs, 2)] if (inputs and has_gallery) else [])
+                      gallery.search_fused(vecs[side], inputs, 2, sr.normalize, sr.hub_bound)]
+                     if (inputs and has_gallery) else [])
             c.fused[side] = {"vectors": {k: vecs[side][k] for k in inputs}, "keys": {k: keys[k] for k in inputs},
                              "candidates": cands, "evidence": evidence,
                              "view_crop": view_crops.get(side) if fuse.SIDE_REGION[side] in inputs else None}
@@ -620,6 +622,9 @@ def _decide(c: FaceCheck, side: str, fusion, judge: str) -> None:
         ans["decision"] = f"abstain: {why}"
     ans["judge"] = judge
     ans["fused_inputs"] = rule.sides[side].inputs if rule and side in rule.sides else []
+    if rule and side in rule.sides and rule.sides[side].normalize == fuse.HUB:
+        ans["score"] = ("fused cosine minus the person's mean cosine to the rest of the gallery "
+                        f"(registry records: minus {rule.sides[side].hub_bound:.3f}, the largest such offset)")
     ans["evidence"] = d["evidence"]
     c.answer[side] = ans
 
@@ -678,14 +683,31 @@ async def match_registry(repo, result: VerifyResult, k: int = 3, threshold: floa
             n += len(d["vectors"])
             d["candidates"] = [c for c in d["candidates"] if c.get("source") != "registry"] + [
                 {**c, **({"name": labels[c["identity_id"]]} if labels and c["identity_id"] in labels else {})}
-                for c in await _registry_fused(repo, d["vectors"], d["keys"])]
+                for c in await _registry_fused(repo, d["vectors"], d["keys"],
+                                               offset=_registry_offset(result.fusion, result.recognizer, side))]
             _decide(f, side, result.fusion, result.recognizer)
     return n
 
 
-async def _registry_fused(repo, vectors: Mapping[str, np.ndarray], keys: Mapping[str, str], k: int = 10) -> list[dict]:
+def _registry_offset(fusion, judge: str, side: str) -> float:
+    """What a registry record's fused score loses under the side's normalisation: with "hub" the
+    largest hub offset of the calibration gallery (a record's own offset is unknown; the bound
+    keeps its score from being more lenient than any gallery person's)."""
+    from . import fuse
+
+    rule = _rule_for(fusion, judge)
+    sr = rule.sides.get(side) if rule else None
+    if sr is None or sr.normalize != fuse.HUB:
+        return 0.0
+    if sr.hub_bound is None:
+        raise ValueError("the fusion rule normalises by hub offsets but has no hub_bound for registry records")
+    return float(sr.hub_bound)
+
+
+async def _registry_fused(repo, vectors: Mapping[str, np.ndarray], keys: Mapping[str, str], k: int = 10,
+                          offset: float = 0.0) -> list[dict]:
     """Registry candidates by the fused similarity (mean over the inputs of each input's cosine,
-    under its view's registry key). The registry answers top-k per input, so a person outside one
+    under its view's registry key; minus `offset`, see `_registry_offset`). The registry answers top-k per input, so a person outside one
     input's top-k has an unknown score there: it is bounded above by that input's k-th score and
     the candidate is marked `complete: False`, which `fuse.decide` never names (it may still be
     the runner-up, with the bound, which only makes naming someone else harder)."""
@@ -699,7 +721,7 @@ async def _registry_fused(repo, vectors: Mapping[str, np.ndarray], keys: Mapping
     out = []
     for i in ids:
         sc = [per_input[n].get(i, bound[n]) for n in vectors]
-        out.append({"identity_id": i, "similarity": float(np.mean(sc)), "source": "registry",
+        out.append({"identity_id": i, "similarity": float(np.mean(sc)) - offset, "source": "registry",
                     "complete": all(i in per_input[n] for n in vectors)})
     return sorted(out, key=lambda c: -c["similarity"])[:2]
 

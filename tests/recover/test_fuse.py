@@ -223,3 +223,30 @@ def test_verifier_answers_through_region_views(detector, lfw_root, tmp_path):
     plain = Gallery.from_tsv(tsv, lfw_root, sface)
     with pytest.raises(ValueError, match="gallery lacks the inner view"):
         v.check(data, gallery=plain)
+
+
+def test_hub_offsets_remove_a_person_who_looks_like_everyone(rng):
+    """A gallery 'hub' (a person near everyone) wins soft searches on raw cosine; with the hub
+    offset the true person wins, and a gallery too small for offsets uses the bound or refuses."""
+    from faceprov.recover import fuse
+
+    d, n = 32, 80
+    g = rng.normal(size=(n, d)).astype(np.float32)
+    centre = g.mean(0)
+    g[0] = centre / np.linalg.norm(centre) + 0.05 * g[0] / np.linalg.norm(g[0])   # the hub
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    hub = fuse.hub_offsets(g)
+    assert hub.shape == (n,) and int(np.argmax(hub)) == 0
+    assert np.isclose(hub[3], (g[3] @ g.T).sum() / (n - 1) - 1 / (n - 1), atol=1e-5)
+    probe = g[5] + 1.2 * centre / np.linalg.norm(centre)   # person 5, pulled towards everyone
+    raw = fuse.fused_scores({"swapped": probe}, ["swapped"], g)
+    normed = fuse.fused_scores({"swapped": probe}, ["swapped"], g, normalize="hub")
+    assert int(np.argmax(raw)) == 0 and int(np.argmax(normed)) == 5
+    small = g[:10]
+    assert fuse.hub_offsets(small) is None
+    with pytest.raises(ValueError, match="too small"):
+        fuse.fused_scores({"swapped": probe}, ["swapped"], small, normalize="hub")
+    b = fuse.hub_bound(g, ["swapped"])
+    assert np.isclose(b, hub.max(), atol=1e-6)
+    np.testing.assert_allclose(fuse.fused_scores({"swapped": probe}, ["swapped"], small, normalize="hub", hub_bound=b),
+                               small @ (probe / np.linalg.norm(probe)) - b, atol=1e-6)
