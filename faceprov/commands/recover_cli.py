@@ -35,7 +35,7 @@ def _emit(obj) -> None:
 @swap_app.command("make")
 def swap_make(labels: Path = typer.Option(..., "--labels", help="TSV with header path<TAB>identity"),
               root: Path = typer.Option(..., "--root", help="folder the TSV paths are relative to"),
-              method: str = typer.Option("landmark", "--method", help="landmark | affine | lowres"),
+              method: str = typer.Option("landmark", "--method", help="landmark | affine | lowres | mesh"),
               n: int = typer.Option(..., "--n", min=1, help="number of (source, target) pairs to draw"),
               out: Path = typer.Option(..., "--out", help="output folder (swapped/, mask/, triplets.tsv)"),
               seed: int = typer.Option(0, "--seed"),

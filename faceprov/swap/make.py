@@ -33,8 +33,9 @@ import numpy as np
 from .affine_swap import affine_swap
 from .landmark_swap import LandmarkError, SwapResult, landmark_swap, landmarks68
 from .lowres_swap import lowres_swap
+from .mesh_swap import mesh_swap
 
-METHODS = ("landmark", "affine", "lowres")
+METHODS = ("landmark", "affine", "lowres", "mesh")
 HEADER = ["source", "target", "swapped", "mask", "source_identity", "target_identity"]
 
 
@@ -58,6 +59,10 @@ def swap(method: str, source: np.ndarray, target: np.ndarray, src5: np.ndarray, 
         return affine_swap(source, target, src5, dst5, **kw)
     if method == "lowres":
         return lowres_swap(source, target, src5, dst5, **kw)
+    if method == "mesh":
+        s68 = landmarks68(source, box_from_5(src5))
+        t68 = landmarks68(target, box_from_5(dst5))
+        return mesh_swap(source, target, s68, t68, **kw)
     raise ValueError(f"unknown swap method {method!r}; choose from {', '.join(METHODS)}")
 
 
