@@ -116,6 +116,11 @@ def train_detector(swaps: list[Path] = typer.Option([], "--swaps", help="triplet
                    no_ism: bool = typer.Option(False, "--no-ism", help="recognizer features only"),
                    view: str = typer.Option("both", "--view", help="ism | native | both (see faceprov.recover.feature_detector)"),
                    seed: int = typer.Option(0, "--seed"),
+                   consistency: bool = typer.Option(False, "--consistency",
+                                                    help="add the inner/outer identity distance (faceprov.recover."
+                                                         "consistency), weighted by leave-one-method-out choice"),
+                   consistency_photos: int = typer.Option(1500, "--consistency-photos", min=20,
+                                                          help="clean training photos the consistency maps are fitted on"),
                    no_progress: bool = typer.Option(False, "--no-progress")) -> None:
     """Train the swap detector on frozen recognizer features (+ the ISM's score): minutes on a CPU.
     Then `ops/bench/detection --features OUT/model --write` sets its operating threshold."""
@@ -129,6 +134,7 @@ def train_detector(swaps: list[Path] = typer.Option([], "--swaps", help="triplet
             raise typer.BadParameter(f"{s} has no triplets.tsv (make it with `faceprov swap make`)")
     cfg = FeatureDetectorTrainConfig(swaps=[str(s) for s in swaps], ism=str(ism) if ism else None,
                                      root=str(root) if root else None, steps=steps, seed=seed,
+                                     consistency=consistency, consistency_photos=consistency_photos,
                                      model=FeatureDetectorConfig(hidden=hidden, ism_repeat=0 if no_ism else 16, view=view))
     path = train_feature_detector(cfg, out, progress=not no_progress)
     _emit({"model": str(path), **json.loads((path / "config.json").read_text())["metadata"]})

@@ -49,6 +49,8 @@ class FeatureDetectorConfig:
                                      # "both": both, plus the cosine between the two views' embeddings
     cos_repeat: int = 16             # with "both": each recognizer's cross-view cosine as n columns
     feature_dim: int = 0             # filled in when the recognizers are first run
+    consistency_weight: float = 0.0  # > 0: logit += weight x the inner/outer identity distance
+                                     # (faceprov.recover.consistency, stored beside the head)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +150,7 @@ class FeatureDetector(nn.Module):
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, cfg.hidden), nn.ReLU(),
                                   nn.Linear(cfg.hidden, 1))
         self.features: RecognizerFeatures | None = None
+        self.consistency = None      # IdentityConsistency when consistency_weight > 0
 
     def inputs(self, feats: torch.Tensor, ism_p=None) -> torch.Tensor:
         if self.config.ism_repeat:
@@ -169,13 +172,30 @@ class FeatureDetector(nn.Module):
             crops = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
         if len(crops) == 0:
             return np.zeros(0, np.float32)
+        head, dist = self.predict_parts(crops, ism_p)
+        return torch.sigmoid(head + self.config.consistency_weight * dist).numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def predict_parts(self, crops, ism_p=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(head logits (N,), identity distances (N,), zeros without consistency maps): the two
+        terms of the fake logit, for benchmarks that compare the detector with and without."""
+        if self.features is None:
+            raise RuntimeError("no feature extractor attached (load with FeatureDetector.from_pretrained)")
+        if isinstance(crops, np.ndarray):
+            crops = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2)
         was = self.training
         self.eval()
         try:
-            logits = self(self.inputs(self.features(crops), ism_p))
+            head = self(self.inputs(self.features(crops), ism_p))
         finally:
             self.train(was)
-        return torch.sigmoid(logits).numpy().astype(np.float32)
+        if self.config.consistency_weight > 0:
+            if self.consistency is None:
+                raise RuntimeError("this detector adds the identity distance but no consistency maps are attached")
+            dist = self.consistency.distance(crops).float()
+        else:
+            dist = torch.zeros_like(head)
+        return head, dist
 
     @property
     def operating_threshold(self) -> float | None:
@@ -220,6 +240,12 @@ class FeatureDetector(nn.Module):
         model.eval()
         if load_features:
             model.attach(RecognizerFeatures(model.config, device))
+            if model.config.consistency_weight > 0:
+                from .consistency import IdentityConsistency
+
+                # the region views share the recognizer instances the features loaded
+                recs = {r.name: r for r in model.features.recs}
+                model.consistency = IdentityConsistency.from_pretrained(path, device, recognizers=recs)
         return model
 
     def attach(self, feats: RecognizerFeatures) -> "FeatureDetector":

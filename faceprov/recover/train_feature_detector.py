@@ -33,6 +33,13 @@ class FeatureDetectorTrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     seed: int = 0
+    # inner/outer identity consistency (faceprov.recover.consistency): maps fitted on this many
+    # clean training-split photos that no training triplet references, then its weight in the
+    # logit chosen by leaving one swap method out at a time (choose_consistency_weight)
+    consistency: bool = False
+    consistency_photos: int = 1500
+    consistency_grid: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
+    consistency_fpr: float = 0.03
 
 
 def _cache_path(cfg: FeatureDetectorTrainConfig, feats: RecognizerFeatures, ism_version: str) -> Path:
@@ -132,6 +139,129 @@ def fit_head(model: FeatureDetector, x: torch.Tensor, y: torch.Tensor, cfg: Feat
     return {"loss": round(float(loss.detach()), 4), "seconds": round(time.time() - t0, 1)}
 
 
+def consistency_fit_photos(cfg: FeatureDetectorTrainConfig) -> list[str]:
+    """Clean photos for the consistency maps: training-split photos (the labels TSV the swap
+    folders were made from) that no training triplet references, a fixed-seed sample."""
+    import json
+
+    from ..swap.make import read_triplets
+
+    labels = None
+    for d in cfg.swaps:
+        mj = Path(d) / "make.json"
+        if mj.exists():
+            labels = json.loads(mj.read_text()).get("labels")
+            if labels:
+                break
+    if not labels or not Path(labels).exists():
+        raise ValueError("consistency needs the labels TSV the swap folders were made from (make.json 'labels')")
+    used = {r[k] for d in cfg.swaps for r in read_triplets(Path(d)) for k in ("source", "target")}
+    pool = [ln.split("\t")[0] for ln in Path(labels).read_text().splitlines()[1:] if ln.strip()]
+    pool = [p for p in pool if p not in used]
+    rng = np.random.default_rng(cfg.seed + 101)
+    return [pool[i] for i in sorted(rng.permutation(len(pool))[:cfg.consistency_photos])]
+
+
+def method_of_group(group: str, swaps: list[str]) -> str | None:
+    """Swap method of a training sample's group ("<folder>/<file>" for fakes; None for reals)."""
+    import json
+
+    folder = group.split("/", 1)[0]
+    for d in swaps:
+        if Path(d).name == folder:
+            mj = Path(d) / "make.json"
+            return json.loads(mj.read_text()).get("method", folder) if mj.exists() else folder
+    return None
+
+
+def choose_consistency_weight(x: torch.Tensor, y: torch.Tensor, dist: torch.Tensor, methods: list[str | None],
+                              cfg: FeatureDetectorTrainConfig, model_cfg: FeatureDetectorConfig) -> dict:
+    """The weight w of the identity distance in logit = head + w x distance, chosen on training
+    data only the way the benchmark's held-out row is built: for each training swap method, a
+    head fitted without that method's swaps (and without a fifth of the reals, kept to set the
+    threshold at `consistency_fpr`) scores that method's swaps; w maximises the mean of those
+    leave-one-method-out TPRs over `consistency_grid` (ties: the smaller w)."""
+    reals = torch.nonzero(y < 0.5).flatten()
+    g = torch.Generator().manual_seed(cfg.seed + 202)
+    reals = reals[torch.randperm(len(reals), generator=g)]
+    val_reals, fit_reals = reals[: len(reals) // 5], reals[len(reals) // 5:]
+    names = sorted({m for m in methods if m})
+    if len(names) < 2:
+        raise ValueError("choosing the consistency weight needs swaps of at least two methods")
+    grid = sorted(set(float(w) for w in cfg.consistency_grid))
+    table = {}
+    for m in names:
+        keep = torch.tensor([i for i, mm in enumerate(methods) if mm is not None and mm != m], dtype=torch.long)
+        held = torch.tensor([i for i, mm in enumerate(methods) if mm == m], dtype=torch.long)
+        tr = torch.cat([keep, fit_reals])
+        head = FeatureDetector(model_cfg)
+        fit_head(head, x[tr], y[tr], cfg)
+        with torch.no_grad():
+            lv, lh = head(x[val_reals]), head(x[held])
+        row = {}
+        for w in grid:
+            sv, sh = lv + w * dist[val_reals], lh + w * dist[held]
+            thr = torch.quantile(sv, 1 - cfg.consistency_fpr)
+            row[w] = float((sh >= thr).float().mean())
+        table[m] = row
+    mean = {w: float(np.mean([table[m][w] for m in names])) for w in grid}
+    best = max(grid, key=lambda w: (round(mean[w], 6), -w))
+    return {"weight": best, "mean_tpr": mean, "per_method": table, "fpr": cfg.consistency_fpr,
+            "validation_reals": len(val_reals)}
+
+
+def consistency_distances(model, images: torch.Tensor, cache: Path, progress: bool = False) -> torch.Tensor:
+    """The identity distance of every training crop (cached next to the features)."""
+    if cache.exists():
+        return torch.load(cache)
+    out, bar = [], None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(images), desc="identity consistency", dynamic_ncols=True)
+    for i in range(0, len(images), 256):
+        out.append(model.distance(images[i:i + 256]))
+        if bar:
+            bar.update(len(images[i:i + 256]))
+    if bar:
+        bar.close()
+    d = torch.cat(out)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    torch.save(d, tmp)
+    os.replace(tmp, cache)
+    return d
+
+
+def fit_consistency(cfg: FeatureDetectorTrainConfig, mc: FeatureDetectorConfig, feats: RecognizerFeatures,
+                    progress: bool = False):
+    """(IdentityConsistency fitted on `consistency_fit_photos`, the photos used)."""
+    from .consistency import ConsistencyConfig, IdentityConsistency, RegionEmbedder
+    from .ism import ISMConfig
+    from .train_ism import aligned_photos
+
+    if cfg.root is None:
+        from ..data import lfw
+
+        root = lfw.root()
+    else:
+        root = Path(cfg.root)
+    ccfg = ConsistencyConfig(recognizers=[n for n in ConsistencyConfig().recognizers if n in mc.recognizers]
+                             or list(mc.recognizers), size=mc.size, context=mc.context)
+    emb = RegionEmbedder(ccfg, feats.device, recognizers={r.name: r for r in feats.recs})
+    photos = consistency_fit_photos(cfg)
+    crops, kept = aligned_photos(root, photos, ISMConfig(size=mc.size, context=mc.context), progress)
+    views = {}
+    for i in range(0, len(crops), 256):
+        for k, (a, b) in emb(crops[i:i + 256]).items():
+            views.setdefault(k, ([], []))
+            views[k][0].append(a)
+            views[k][1].append(b)
+    views = {k: (torch.cat(a), torch.cat(b)) for k, (a, b) in views.items()}
+    model = IdentityConsistency.fit(views, ccfg, metadata={"recognizer_versions": emb.versions}, seed=cfg.seed)
+    model.embedder = emb
+    return model, kept
+
+
 def train_feature_detector(cfg: FeatureDetectorTrainConfig, out_dir: str | Path, progress: bool = False,
                            device: str = "cpu") -> Path:
     """Fit and save to `out_dir`/model (config.json, model.safetensors, train_reals.txt)."""
@@ -147,9 +277,28 @@ def train_feature_detector(cfg: FeatureDetectorTrainConfig, out_dir: str | Path,
     mc.feature_dim = int(data["x"].shape[1])
     model = FeatureDetector(mc)
     x = model.inputs(data["x"], data["ism"] if mc.ism_repeat else None)
-    info = fit_head(model, x, data["labels"].float(), cfg, progress)
+    y = data["labels"].float()
+    cons = choice = cons_photos = None
+    if cfg.consistency:
+        from .train_ism import build_dataset
+
+        cons, cons_photos = fit_consistency(cfg, mc, feats, progress)
+        images = build_dataset(cfg.swaps, cfg.root, ism.config, progress=progress)["images"]
+        cache = _cache_path(cfg, feats, ism_fingerprint(cfg.ism))
+        cache = cache.with_name(cache.stem + "-consistency-" + hashlib.sha1(
+            "".join(cons_photos).encode()).hexdigest()[:8] + ".pt")
+        dist = consistency_distances(cons, images, cache, progress)
+        methods = [method_of_group(gr, cfg.swaps) if lab > 0.5 else None
+                   for gr, lab in zip(data["groups"], data["labels"].tolist())]
+        choice = choose_consistency_weight(x, y, dist, methods, cfg, mc)
+        mc.consistency_weight = float(choice["weight"])
+        model = FeatureDetector(mc)
+        x = model.inputs(data["x"], data["ism"] if mc.ism_repeat else None)
+    info = fit_head(model, x, y, cfg, progress)
     out = Path(out_dir) / "model"
     out.mkdir(parents=True, exist_ok=True)
+    if cons is not None:
+        cons.save_pretrained(out, cons_photos)
     reals = sorted({g for g, lab in zip(data["groups"], data["labels"].tolist()) if lab < 0.5})
     (out / "train_reals.txt").write_text("".join(f"{r}\n" for r in reals))
     model.save_pretrained(out, metadata={
@@ -159,7 +308,9 @@ def train_feature_detector(cfg: FeatureDetectorTrainConfig, out_dir: str | Path,
         "recognizer_versions": feats.versions, "ism": model_version("ism", ism),
         "ism_sha256": ism_fingerprint(cfg.ism),
         "data": "faceprov swap make triplets (LFW peopleDevTrain)", "final_loss": info["loss"],
-        "fit_seconds": info["seconds"]})
+        "fit_seconds": info["seconds"],
+        **({"consistency": {"recognizers": cons.config.recognizers, "fit_photos": len(cons_photos),
+                            "weight_choice": choice}} if cons is not None else {})})
     write_model_card(out)
     return out
 
@@ -187,7 +338,18 @@ def write_model_card(path: Path, measured: str | None = None) -> None:
         f"- taps: {taps} (channel mean and std of each map) plus each recognizer's embedding; view `{c['view']}`",
         f"- ISM crop {c['size']} px, context {c['context']}; ISM logit x {c['ism_repeat']} columns "
         f"(ISM {m.get('ism')}, weights sha256 {m.get('ism_sha256')})",
-        f"- recognizer versions: `{json.dumps(m.get('recognizer_versions', {}))}` (checked at load)", "",
+        f"- recognizer versions: `{json.dumps(m.get('recognizer_versions', {}))}` (checked at load)", ""]
+    cm = m.get("consistency")
+    if c.get("consistency_weight") and cm:
+        ch = cm["weight_choice"]
+        lines[-1:-1] = [
+            f"- inner/outer identity consistency (faceprov/recover/consistency.py; maps in consistency.safetensors): "
+            f"{', '.join(cm['recognizers'])} region views, ridge maps fitted on {cm['fit_photos']} clean training-split "
+            f"photos in no training triplet (consistency_reals.txt); logit += {c['consistency_weight']:g} x distance, "
+            "the weight chosen by leaving one training swap method out at a time: mean TPR at "
+            f"{ch['fpr']:.0%} FPR of {ch['validation_reals']} held-back reals "
+            + ", ".join(f"w={w}: {v:.3f}" for w, v in ch["mean_tpr"].items())]
+    lines += [
         "## Training", "",
         f"- data: {m.get('data')}; folders {m.get('swaps')}; {m['samples']['swapped']} swapped and "
         f"{m['samples']['real']} real crops (the real photos the triplets reference; listed in train_reals.txt)",
