@@ -258,6 +258,9 @@ class FaceCheck:
     fused: dict[str, dict] = field(default_factory=dict)
     answer: dict[str, dict] = field(default_factory=dict)
     ism_probability: float | None = None   # the ISM's own score when a feature detector decides
+    # the detector's inner/outer identity distance (0 ~ a typical clean face, larger = the inner
+    # face and the outer face look like different people) when its consistency term is on
+    identity_distance: float | None = None
 
     def to_json(self) -> dict:
         return {
@@ -270,6 +273,7 @@ class FaceCheck:
             "score": self.score,
             "fake_probability": round(self.fake_probability, 4), "manipulated": self.manipulated,
             **({} if self.ism_probability is None else {"ism_probability": round(self.ism_probability, 4)}),
+            **({} if self.identity_distance is None else {"identity_distance": round(self.identity_distance, 3)}),
             "region": self.region,
             "recovery": {k: {"model_version": r.version,
                              "source": {"matches": r.source_matches},
@@ -461,14 +465,22 @@ class Verifier:
             return []
         crops_a = np.stack(crops)
         p_ism, masks = self.ism.predict(crops_a)
-        p_fake = p_ism if self.feature_detector is None else self.feature_detector.predict(crops_a, p_ism)
+        dist = None
+        if self.feature_detector is None:
+            p_fake = p_ism
+        else:
+            head, d = self.feature_detector.predict_parts(crops_a, p_ism)
+            w = self.feature_detector.config.consistency_weight
+            p_fake = torch.sigmoid(head + w * d).numpy()
+            dist = d.numpy() if w > 0 else None
         out = []
         for i, (c, m, p, mk) in enumerate(zip(crops, mats, p_fake, masks)):
             out.append(FaceCheck(index=i, box=[], score=float("nan"), fake_probability=float(p),
                                  manipulated=bool(p >= self.fake_threshold),
                                  region=_region(mk, m, cfg.size) if p >= self.fake_threshold else None,
                                  crop=c, mask=mk.astype(np.float32), matrix=m,
-                                 ism_probability=None if self.feature_detector is None else float(p_ism[i])))
+                                 ism_probability=None if self.feature_detector is None else float(p_ism[i]),
+                                 identity_distance=None if dist is None else float(dist[i])))
         todo = [f for f in out if recover == "always" or (recover == "auto" and f.manipulated)]
         if todo:
             for kind in (models or list(self.recovery)):
@@ -750,7 +762,8 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
     for f in result.faces:
         row = [(im(f.crop), f"face {f.index}"),
                (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}"
-                                           + ("" if f.ism_probability is None else f" (ISM mask, {f.ism_probability:.2f})"))]
+                                           + ("" if f.ism_probability is None else f" (ISM mask, {f.ism_probability:.2f})")
+                                           + ("" if f.identity_distance is None else f" id-dist {f.identity_distance:+.1f}"))]
         # the fused answer first, as in the JSON: a named person in a blue frame, else "no match";
         # before it, the region of the face that side was compared through (inner / outer view)
         for side in ("source", "target"):

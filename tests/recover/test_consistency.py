@@ -177,3 +177,30 @@ def test_train_detector_cli_with_consistency(lfw_root, tmp_path):
         assert det.consistency is not None and "identity consistency" in (model / "MODEL_CARD.md").read_text()
     p = det.predict(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8), np.array([0.2, 0.9]))
     assert p.shape == (2,) and np.isfinite(p).all()
+
+
+def test_verifier_reports_the_identity_distance(crops, lfw_root, tmp_path):
+    """With the consistency term on, `faceprov verify`'s JSON gives the face's identity distance and
+    its fake probability is sigmoid(head + w x distance)."""
+    from faceprov.recover.drn import DRN, DRNConfig
+    from faceprov.recover.ism import ISM, ISMConfig
+    from faceprov.recover.verify import Verifier
+
+    torch.manual_seed(0)
+    ism = ISM(ISMConfig(size=SIZE, aspp_channels=32, aspp_rates=[1, 2, 3], low_channels=16, decoder_channels=32))
+    cfg = FeatureDetectorConfig(recognizers=["dlib"], taps={}, size=SIZE, context=0.75, hidden=8, ism_repeat=2,
+                                view="ism", consistency_weight=1.5, feature_dim=128)
+    emb = RegionEmbedder(ConsistencyConfig(recognizers=["dlib"], size=SIZE))
+    FeatureDetector(cfg).save_pretrained(tmp_path / "d", metadata={})
+    IdentityConsistency.fit({"dlib": (torch.randn(40, 128), torch.randn(40, 128))},
+                            ConsistencyConfig(recognizers=["dlib"], size=SIZE),
+                            metadata={"recognizer_versions": emb.versions}).save_pretrained(tmp_path / "d")
+    det = FeatureDetector.from_pretrained(tmp_path / "d")
+    drn = DRN(DRNConfig(**{**DRNConfig.tiny().to_dict(), "size": 64}))
+    v = Verifier(ism, {"drn": drn}, feature_detector=det, device="cpu")
+    res = v.check((lfw_root / "images/Aaron_Eckhart/Aaron_Eckhart_0001.jpg").read_bytes(), recover="never")
+    f = res.faces[0]
+    doc = f.to_json()
+    h, d = det.predict_parts(f.crop[None], np.array([f.ism_probability]))
+    assert abs(doc["identity_distance"] - float(d[0])) < 1e-3
+    assert abs(doc["fake_probability"] - float(torch.sigmoid(h + 1.5 * d)[0])) < 1e-3
