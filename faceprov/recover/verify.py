@@ -3,7 +3,8 @@ unchanged by `faceprov verify`, `POST /v1/verify` and `faceprov eval recovery`.
 
     bytes -> decode (format sniffed, EXIF upright, bomb guard) -> detect every face (MTCNN)
           -> per face: ISM-align (ArcFace template x context) -> ISM: fake probability + mask
-             -> the recognizer-feature detector (frozen recognizers + the ISM's score, when
+             -> the recognizer-feature detector (frozen recognizers + the ISM's score [+ the
+                inner/outer identity distance, faceprov.recover.consistency], when
                 faceprov/weights/detector exists) decides manipulated / clean
           -> when manipulated (or always, for benchmarks): each recovery model restores the
              source face (who was pasted in) and the target face (whose photo it was)
