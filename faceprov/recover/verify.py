@@ -762,9 +762,11 @@ def evidence_png(result: VerifyResult, gallery: Gallery | None = None, tile: int
     rows: list[list[tuple]] = []  # (image or None, label[, frame colour])
     for f in result.faces:
         row = [(im(f.crop), f"face {f.index}"),
-               (overlay(f.crop, f.mask), f"fake p={f.fake_probability:.2f}"
-                                           + ("" if f.ism_probability is None else f" (ISM mask, {f.ism_probability:.2f})")
-                                           + ("" if f.identity_distance is None else f" id-dist {f.identity_distance:+.1f}"))]
+               (overlay(f.crop, f.mask), (f"fake p={f.fake_probability:.2f}"
+                                           + ("" if f.ism_probability is None else f" (ISM mask, {f.ism_probability:.2f})"))
+                if f.identity_distance is None else
+                # shorter, so the identity distance fits under the tile too
+                f"fake {f.fake_probability:.2f}, ISM {f.ism_probability or 0:.2f}, id {f.identity_distance:+.1f}")]
         # the fused answer first, as in the JSON: a named person in a blue frame, else "no match";
         # before it, the region of the face that side was compared through (inner / outer view)
         for side in ("source", "target"):
