@@ -11,15 +11,14 @@ import pytest
 import torch
 
 from faceprov import metrics
-from faceprov.data.landmarks import landmarks_for
-from faceprov.faces import io as fio
 from faceprov.recover.consistency import ConsistencyConfig, IdentityConsistency, RegionEmbedder, pair_distance
 from faceprov.recover.feature_detector import FeatureDetector, FeatureDetectorConfig
-from faceprov.recover.ism import align_face
 from faceprov.recover.train_feature_detector import FeatureDetectorTrainConfig, choose_consistency_weight
 
+from tests.recover.conftest import DETECTOR_CROP
+
 torch.set_num_threads(1)
-SIZE = 96
+SIZE = DETECTOR_CROP
 
 
 def synthetic_views(n: int, dim: int = 32, seed: int = 0, mixed: bool = False):
@@ -68,15 +67,6 @@ def test_save_load_round_trip_and_refusals(tmp_path):
         IdentityConsistency.fit(synthetic_views(10), ConsistencyConfig(recognizers=["r"]))
     with pytest.raises(ValueError, match="black box"):
         RegionEmbedder(ConsistencyConfig(recognizers=["sface"], size=SIZE))
-
-
-@pytest.fixture(scope="module")
-def crops(lfw_root):
-    rel = ["images/Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "images/AJ_Cook/AJ_Cook_0001.jpg"]
-    lms, failed = landmarks_for(lfw_root, rel)
-    assert not failed
-    out = [align_face(fio.read(lfw_root / p).rgb, lms[p], SIZE, 0.75)[0] for p in rel]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def test_region_views_of_real_crops_see_their_own_region_only(crops):

@@ -7,28 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from faceprov.data.landmarks import landmarks_for
-from faceprov.faces import io as fio
 from faceprov.recover.feature_detector import FeatureDetector, FeatureDetectorConfig, RecognizerFeatures
-from faceprov.recover.ism import ISM, ISMConfig, align_face
+from faceprov.recover.ism import ISM, ISMConfig
 from faceprov.recover.train_feature_detector import FeatureDetectorTrainConfig, fit_head
 
+from tests.recover.conftest import DETECTOR_CROP
+
 torch.set_num_threads(1)
-SIZE = 96
+SIZE = DETECTOR_CROP
 
 
 def cfg(**kw) -> FeatureDetectorConfig:
     return FeatureDetectorConfig(**{"recognizers": ["dlib"], "taps": {"dlib": [0.3, 0.6]}, "size": SIZE,
                                     "context": 0.75, "hidden": 16, "ism_repeat": 2, "view": "ism", **kw})
-
-
-@pytest.fixture(scope="module")
-def crops(lfw_root):
-    rel = ["images/Aaron_Eckhart/Aaron_Eckhart_0001.jpg", "images/AJ_Cook/AJ_Cook_0001.jpg"]
-    lms, failed = landmarks_for(lfw_root, rel)
-    assert not failed
-    out = [align_face(fio.read(lfw_root / p).rgb, lms[p], SIZE, 0.75)[0] for p in rel]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
 def test_features_are_the_recognizer_taps_and_embedding(crops):
