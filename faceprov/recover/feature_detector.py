@@ -14,7 +14,9 @@ method (docs/benchmarks.md, section *detection*).
     [view "both": all of it twice, on the crop as it is and re-warped into each recognizer's own
      template, plus the cosine between the two views' embeddings]
     -> concat, standardised with the training set's mean/std
-    -> [+ ISM logit x `ism_repeat`] -> dropout -> linear -> ReLU -> linear = fake logit
+    -> [+ ISM logit x `ism_repeat`] -> dropout -> linear -> ReLU -> linear = head logit
+    fake logit = head logit [+ `consistency_weight` x the inner/outer identity distance of
+    faceprov.recover.consistency, whose maps are stored beside the head]
 
 Only white-box recognizers (dlib, faceres, faceres-deep, facenet) are used: sface and mobileface
 stay black box (the judge of identification and the cloak's held-out recognizers).
