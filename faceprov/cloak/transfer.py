@@ -86,6 +86,17 @@ def default_attacks(budgets=(8.0, 16.0)) -> list[Attack]:
     return out
 
 
+def student_attacks(budget: float = 8.0) -> list[Attack]:
+    """Does a surrogate with the black-box recognizers' architecture class buy transfer? The
+    cloak's own white box, the distilled `student` alone, and the two together; input diversity
+    and momentum on (the techniques that helped in the default study), one L-inf budget."""
+    base = Attack("cloak white box", recognizers=("dlib", "faceres", "facenet"), budget=budget, jitter=True,
+                  momentum=1.0)
+    return [base,
+            replace(base, name="student alone", recognizers=("student",)),
+            replace(base, name="cloak white box + student", recognizers=("dlib", "faceres", "facenet", "student"))]
+
+
 def pgd(x0: torch.Tensor, loss_fn: IdentityLoss, attack: Attack, identities: list | None = None,
         seed: int = 0) -> torch.Tensor:
     """Per-image PGD on crops x0 (N,3,S,S) in [0,1] minimising the summed identity loss."""
