@@ -25,7 +25,12 @@ SAME_WEIGHTS = ({"dlib", "dlib-native"},)
 KNOWN_FAMILIES = {
     "dlib": "dlib", "dlib-native": "dlib", "faceres": "faceres", "faceres-deep": "faceres",
     "mobileface": "mobileface", "arcface-onnx": "arcface", "facenet": "facenet", "sface": "sface",
+    "student": "student (distilled from dlib + facenet)",
 }
+
+# Recognizers trained to imitate others (faceprov.recognizers.distill): a cloak optimised against
+# the student has, through it, seen its teachers' behaviour, so the teachers are never black box.
+TEACHERS = {"student": ("dlib", "facenet")}
 
 
 def training_recognizers(model) -> list[str] | None:
@@ -62,7 +67,8 @@ def family_of(name: str, loaded: Mapping[str, object] | None = None) -> str | No
 
 def side_of(r, white: list[str] | None, loaded: Mapping[str, object] | None = None) -> str:
     """white box (in a loss) / same weights (dlib-native when dlib is in a loss) /
-    related (another model of a family in a loss, e.g. faceres-deep) / black box; "unknown" when
+    related (another model of a family in a loss, e.g. faceres-deep, or the teacher of a
+    distilled recognizer in a loss) / black box; "unknown" when
     the white-box list is unknown or one of its families cannot be told."""
     if white is None:
         return UNKNOWN
@@ -71,6 +77,6 @@ def side_of(r, white: list[str] | None, loaded: Mapping[str, object] | None = No
     if any({r.name, w} <= group for group in SAME_WEIGHTS for w in white):
         return SAME
     families = [family_of(w, loaded) for w in white]
-    if r.family in families:
+    if r.family in families or any(r.name in TEACHERS.get(w, ()) for w in white):
         return RELATED
     return UNKNOWN if None in families else BLACK

@@ -287,8 +287,10 @@ def _load_recognizers(names, device, log: JsonLog | None, errors: dict | None = 
 
 def box_side(name: str, rec, white: dict) -> str:
     """'white' (in the loss), 'same weights' (dlib-native when the dlib port is in the loss, as
-    faceprov.cloak.evaluation says), 'related' (its family is in the loss), 'black'."""
+    faceprov.cloak.evaluation says), 'related' (its family is in the loss, or it taught a
+    distilled recognizer that is), 'black'."""
     from .evaluation import SAME_WEIGHTS
+    from .sides import TEACHERS
 
     if name in white:
         return "white"
@@ -296,6 +298,8 @@ def box_side(name: str, rec, white: dict) -> str:
         return "same weights"
     fam = getattr(rec, "family", None)
     if fam and any(getattr(r, "family", None) == fam for r in white.values()):
+        return "related"
+    if any(name in TEACHERS.get(w, ()) for w in white):
         return "related"
     return "black"
 

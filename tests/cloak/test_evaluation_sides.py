@@ -40,3 +40,20 @@ def test_a_white_box_name_of_unknown_family_leaves_others_unknown():
     assert shared is side_of  # report and benchmark use one function
     assert side_of(rec.get("mobileface"), ["dlib", "no-such-recognizer"]) == "unknown"
     assert side_of(rec.get("mobileface"), None) == "unknown"
+
+
+def test_a_distilled_student_makes_its_teachers_related_not_the_black_boxes():
+    # the student learnt from dlib and facenet only: a cloak trained against it alone has seen
+    # them through it (related), while sface and mobileface stay black box
+    from types import SimpleNamespace
+
+    from faceprov.cloak.sides import KNOWN_FAMILIES
+    from faceprov.cloak.train import box_side
+
+    white = ["student"]
+    fams = {n: SimpleNamespace(name=n, family=KNOWN_FAMILIES[n]) for n in ("dlib", "facenet", "sface", "mobileface")}
+    assert {n: side_of(r, white) for n, r in fams.items()} == {
+        "dlib": "related", "facenet": "related", "sface": "black box", "mobileface": "black box"}
+    stu = {"student": SimpleNamespace(family=KNOWN_FAMILIES["student"])}
+    assert box_side("facenet", fams["facenet"], stu) == "related"
+    assert box_side("sface", fams["sface"], stu) == "black"
