@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from .. import recognizers as rec
+from ..recognizers.student import TEACHERS as _student_teachers
 
 WHITE = "white box"
 SAME = "same weights"
@@ -30,7 +31,7 @@ KNOWN_FAMILIES = {
 
 # Recognizers trained to imitate others (faceprov.recognizers.distill): a cloak optimised against
 # the student has, through it, seen its teachers' behaviour, so the teachers are never black box.
-TEACHERS = {"student": ("dlib", "facenet")}
+TEACHERS = {"student": tuple(name for name, _dim in _student_teachers)}
 
 
 def training_recognizers(model) -> list[str] | None:
