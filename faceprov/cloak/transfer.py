@@ -97,6 +97,16 @@ def student_attacks(budget: float = 8.0) -> list[Attack]:
             replace(base, name="cloak white box + student", recognizers=("dlib", "faceres", "facenet", "student"))]
 
 
+def ceiling_attacks(budgets=(3.0, 4.0, 5.0, 6.0, 8.0)) -> list[Attack]:
+    """How far can per-image optimisation with the widest white box we have (the cloak's three
+    families + the distilled student, input diversity, momentum) push the black-box recognizers
+    at each L-inf budget? A feed-forward cloak trained on the same loss is not expected to beat
+    this, so the rows bound what the network can reach at a given face PSNR."""
+    base = Attack("widest white box", recognizers=("dlib", "faceres", "facenet", "student"), jitter=True,
+                  momentum=1.0)
+    return [replace(base, name=f"widest white box, L∞ {b:g}/255", budget=b) for b in budgets]
+
+
 def pgd(x0: torch.Tensor, loss_fn: IdentityLoss, attack: Attack, identities: list | None = None,
         seed: int = 0) -> torch.Tensor:
     """Per-image PGD on crops x0 (N,3,S,S) in [0,1] minimising the summed identity loss."""
