@@ -67,3 +67,21 @@ def test_l2_budget_holds_the_psnr(tiny_recs):
             p = metrics.psnr((a.permute(1, 2, 0).numpy() * 255).round().astype("uint8"),
                              (b.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
             assert 33.0 < p < 40.0, p  # at the budget (rounding to uint8 moves it a little), not far inside
+
+
+def test_every_preset_keeps_the_headline_black_boxes_out_of_its_losses():
+    # the transfer tables headline sface and mobileface as black box: no preset may put them,
+    # or a recognizer of their family, into an attack's loss
+    from faceprov.cloak.sides import KNOWN_FAMILIES
+
+    black = {"sface", "mobileface"}
+    black_families = {KNOWN_FAMILIES[n] for n in black}
+    presets = {"default": T.default_attacks(), "student": T.student_attacks(), "ceiling": T.ceiling_attacks()}
+    for name, attacks in presets.items():
+        assert attacks, name
+        for a in attacks:
+            assert not black & set(a.recognizers), (name, a.name)
+            assert not black_families & {KNOWN_FAMILIES.get(r) for r in a.recognizers}, (name, a.name)
+    ceiling = T.ceiling_attacks((3.0, 5.0, 8.0))
+    assert [a.budget for a in ceiling] == [3.0, 5.0, 8.0]
+    assert {"student", "facenet", "dlib", "faceres"} <= set(ceiling[0].recognizers)
