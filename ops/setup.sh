@@ -2,11 +2,14 @@
 # Install faceprov into ./.venv on a fresh machine (idempotent) and fetch its pinned models.
 #   bash ops/setup.sh            # runtime
 #   bash ops/setup.sh --test     # + test tools, Postgres wheel, Chromium for extension tests
+#   bash ops/setup.sh --bench    # --test + what ops/bench/ needs beyond it (matplotlib for plots)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 WITH_TEST=0
+WITH_BENCH=0
 [[ "${1:-}" == "--test" ]] && WITH_TEST=1
+[[ "${1:-}" == "--bench" ]] && WITH_TEST=1 && WITH_BENCH=1
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
@@ -21,6 +24,7 @@ EXTRAS="server"
 # the tests also run the PostgreSQL store (postgres: asyncpg, pgvector, pgserver) and the
 # arcface-onnx recognizer (arcface: insightface)
 [[ $WITH_TEST == 1 ]] && EXTRAS="server,test,postgres,arcface"
+[[ $WITH_BENCH == 1 ]] && EXTRAS="$EXTRAS,bench"
 $VPY -m pip install -q -e ".[${EXTRAS}]"
 # Pretrained files (verified by sha256, cached under FACEPROV_HOME).
 .venv/bin/faceprov assets fetch --all
