@@ -100,8 +100,10 @@ def student_attacks(budget: float = 8.0) -> list[Attack]:
 def ceiling_attacks(budgets=(3.0, 4.0, 5.0, 6.0, 8.0)) -> list[Attack]:
     """How far can per-image optimisation with the widest white box we have (the cloak's three
     families + the distilled student, input diversity, momentum) push the black-box recognizers
-    at each L-inf budget? A feed-forward cloak trained on the same loss is not expected to beat
-    this, so the rows bound what the network can reach at a given face PSNR."""
+    at each L-inf budget, on the crop itself? Read against the cloak's frontier at equal face PSNR.
+    It is a reference point, not a strict bound: a sign-step attack fills its L-inf ball, so at a
+    given PSNR it can do worse than a network (or an attack) that spends the budget unevenly
+    (docs/benchmarks.md, transfer-ceiling)."""
     base = Attack("widest white box", recognizers=("dlib", "faceres", "facenet", "student"), jitter=True,
                   momentum=1.0)
     return [replace(base, name=f"widest white box, L∞ {b:g}/255", budget=b) for b in budgets]
